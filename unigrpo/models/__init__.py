@@ -1,0 +1,29 @@
+"""Models: the LLaDA/MMaDA transformer, its tiny presets, the offline tokenizer and the loaders."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+from .configuration_llada import LLaDAConfig, MMadaConfig
+from .loading import load_model, load_tokenizer, resolve_mask_token_id
+from .modeling_llada import LORA_TARGET_MODULES, LLaDAModelLM, MMadaModelLM
+from .tiny import PRESETS, init_tiny, tiny_config
+from .tokenizer import build_char_tokenizer
+
+for _config, _model in ((LLaDAConfig, LLaDAModelLM), (MMadaConfig, MMadaModelLM)):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+    AutoModelForMaskedLM.register(_config, _model, exist_ok=True)
+
+__all__ = [
+    "LLaDAConfig",
+    "MMadaConfig",
+    "LLaDAModelLM",
+    "MMadaModelLM",
+    "LORA_TARGET_MODULES",
+    "PRESETS",
+    "init_tiny",
+    "tiny_config",
+    "build_char_tokenizer",
+    "load_model",
+    "load_tokenizer",
+    "resolve_mask_token_id",
+]

@@ -1,0 +1,65 @@
+"""Loading a diffusion LM and its tokenizer from a folder, with one clear error per kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+
+def _check_model_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model path {str(path)!r} has no config.json (is it a model folder?)")
+    return path
+
+
+def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_remote_code: bool = False, **kwargs):
+    """Load a masked-diffusion LM from a local folder; every checkpoint tensor must match a parameter.
+
+    LLaDA (``model_type: llada``) and MMaDA (``mmada``) checkpoints load into this project's classes; other
+    architectures load through ``AutoModelForMaskedLM`` / ``AutoModel`` (with ``trust_remote_code`` if asked).
+    Raises ``ValueError`` naming the keys when the checkpoint has missing, unexpected or mis-shaped tensors.
+    """
+    import unigrpo.models  # noqa: F401  (registers the Auto classes)
+
+    path = _check_model_dir(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    auto = AutoModelForMaskedLM if type(config) in AutoModelForMaskedLM._model_mapping else AutoModel
+    model, info = auto.from_pretrained(
+        path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
+    )
+    problems = {k: sorted(map(str, v)) for k, v in info.items() if k != "error_msgs" and v}
+    if problems or info.get("error_msgs"):
+        detail = "; ".join(f"{k}: {v[:5]}{' …' if len(v) > 5 else ''}" for k, v in problems.items())
+        raise ValueError(f"checkpoint {str(path)!r} does not match {type(model).__name__}: {detail}")
+    return model
+
+
+def load_tokenizer(path: str | Path, **kwargs):
+    """``AutoTokenizer.from_pretrained`` on a local folder, padding on the left (prompts are left-padded)."""
+    path = _check_model_dir(path) if Path(path).is_dir() or not Path(path).exists() else Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resolve_mask_token_id(model=None, tokenizer=None) -> int:
+    """The mask token id: the model config's ``mask_token_id``, else the tokenizer's mask token; else an error."""
+    config = getattr(model, "config", None)
+    mask_id = getattr(config, "mask_token_id", None)
+    if mask_id is None and tokenizer is not None:
+        mask_id = tokenizer.mask_token_id
+        if mask_id is None and "<|mdm_mask|>" in tokenizer.get_vocab():
+            mask_id = tokenizer.convert_tokens_to_ids("<|mdm_mask|>")
+    if mask_id is None:
+        raise ValueError(
+            "no mask token: neither the model config has `mask_token_id` nor the tokenizer a mask token "
+            "(a masked-diffusion model needs one)"
+        )
+    return int(mask_id)

@@ -1,0 +1,188 @@
+"""The LLaDA / MMaDA masked-diffusion transformer as a ``transformers`` ``PreTrainedModel``.
+
+One class serves LLaDA-8B, MMaDA-8B (same blocks, larger vocabulary) and the tiny models of the tests and demo.
+Parameter names are those of the published checkpoints (``model.transformer.blocks.{i}.q_proj.weight``, …), so
+``from_pretrained`` on a published checkpoint loads every tensor with no missing or unexpected key.
+
+Forward (CHECKPOINTS.md): pre-norm Llama blocks with bidirectional SDPA attention (no causal mask), RMSNorm in
+fp32 (cast back, *then* scaled by the weight), SwiGLU with SiLU on ``ff_proj``, NeoX rotate-half RoPE in fp32 on
+absolute positions 0..T-1. Logits are ``ff_out(ln_f(x))`` (or ``ln_f(x) @ wte.T`` when ``weight_tying``).
+
+LoRA target modules (PEFT): ``q_proj``, ``k_proj``, ``v_proj``, ``attn_out`` (attention) and ``ff_proj``,
+``up_proj``, ``ff_out`` (MLP; note ``ff_out`` also names the LM head, so target ``blocks.*.ff_out`` with a regex, or
+use ``LORA_TARGET_MODULES`` below).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import MaskedLMOutput
+
+from .configuration_llada import LLaDAConfig, MMadaConfig
+
+# Attention and MLP projections of every block, excluding the LM head (which shares the name ``ff_out``).
+LORA_TARGET_MODULES = r".*blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)"
+
+
+class RMSNorm(nn.Module):
+    """x · rsqrt(mean(x²) + eps), computed in fp32 and cast back before the weight (LLaDA's order)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+def rotary_cos_sin(seq_len: int, head_dim: int, theta: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """cos/sin tables (T, hd) in fp32 for absolute positions 0..T-1; inv_freq = 1/θ^(2i/hd), emb = cat(f, f)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """NeoX rotate-half RoPE on (B, nh, T, hd), in fp32, cast back to t's dtype."""
+    t32 = t.float()
+    x1, x2 = t32.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (t32 * cos + rotated * sin).to(t.dtype)
+
+
+class LLaDABlock(GradientCheckpointingLayer):
+    """Pre-norm Llama block: h = x + attn_out(attn(attn_norm(x))); out = h + ff_out(silu(ff_proj(n)) · up_proj(n))."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        d, hd = config.d_model, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, config.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
+        self.attn_out = nn.Linear(config.n_heads * hd, d, bias=False)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # gate
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)  # down
+
+    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.n_kv_heads != self.n_heads:
+            repeat = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)  # (B, nh, T, hd)
+        return self.attn_out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def forward(self, x, cos, sin, attn_mask=None):
+        h = x + self.attention(self.attn_norm(x), cos, sin, attn_mask)
+        n = self.ff_norm(h)
+        return h + self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n))
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.init_std
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+
+
+class LLaDAModel(LLaDAPreTrainedModel):
+    """The trunk, holding ``transformer`` = {wte, blocks, ln_f, ff_out} as in the published checkpoints."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        modules = {
+            "wte": nn.Embedding(config.embedding_size, config.d_model),
+            "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+            "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=False)
+        self.transformer = nn.ModuleDict(modules)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T), attention_mask (B, T) with 1 = real token, 0 = padding → logits (B, T, V)."""
+        B, T = input_ids.shape
+        x = self.transformer["wte"](input_ids)  # (B, T, d)
+        cos, sin = rotary_cos_sin(T, self.config.head_dim, self.config.rope_theta, x.device)
+        attn_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # Padding keys are hidden from every query. MMaDA masks (query & key); the rows of padding queries
+            # differ, but they are never read, and hiding keys only keeps those rows finite (no all -inf row).
+            attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        for block in self.transformer["blocks"]:
+            x = block(x, cos, sin, attn_mask)
+        x = self.transformer["ln_f"](x)
+        if self.config.weight_tying:
+            return F.linear(x, self.transformer["wte"].weight)
+        return self.transformer["ff_out"](x)
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel):
+    """Masked-diffusion LM: ``model(input_ids, attention_mask=None).logits`` of shape (B, T, V).
+
+    ``mask_token_id`` comes from the config. ``labels`` (B, T), when given, yields the mean cross-entropy over
+    positions whose label is not -100 (a plain helper; the diffusion losses live in ``unigrpo``).
+    """
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.config.mask_token_id
+
+    def get_input_embeddings(self):
+        return self.model.transformer["wte"]
+
+    def set_input_embeddings(self, value):
+        self.model.transformer["wte"] = value
+
+    def get_output_embeddings(self):
+        return None if self.config.weight_tying else self.model.transformer["ff_out"]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        logits = self.model(input_ids, attention_mask=attention_mask)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+
+class MMadaModelLM(LLaDAModelLM):
+    """MMaDA: the LLaDA architecture with a text + image-code vocabulary (``model_type: mmada``)."""
+
+    config_class = MMadaConfig
