@@ -3,7 +3,7 @@
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from .configuration_llada import LLaDAConfig, MMadaConfig
-from .loading import load_model, load_tokenizer, resolve_mask_token_id
+from .loading import builtin_checkpoints, load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
 from .modeling_llada import LORA_TARGET_MODULES, LLaDAModelLM, MMadaModelLM
 from .tiny import PRESETS, init_tiny, tiny_config
 from .tokenizer import build_char_tokenizer
@@ -26,4 +26,6 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "resolve_mask_token_id",
+    "resolve_model_path",
+    "builtin_checkpoints",
 ]

@@ -63,3 +63,25 @@ def resolve_mask_token_id(model=None, tokenizer=None) -> int:
             "(a masked-diffusion model needs one)"
         )
     return int(mask_id)
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def builtin_checkpoints() -> list[str]:
+    """Names of the checkpoints shipped with the package (``unigrpo/assets/<name>``)."""
+    return sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").is_file()) if ASSETS.is_dir() else []
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """A model folder, or the name of a shipped checkpoint (e.g. ``tiny-arith-sft``) → its folder."""
+    if name_or_path is None:
+        raise ValueError("no model given: set model_name_or_path in the recipe or pass --model")
+    path = Path(name_or_path)
+    if path.exists():
+        return _check_model_dir(path)
+    if str(name_or_path) in builtin_checkpoints():
+        return ASSETS / str(name_or_path)
+    raise FileNotFoundError(
+        f"model path {str(name_or_path)!r} does not exist and is not a built-in checkpoint {builtin_checkpoints()}"
+    )

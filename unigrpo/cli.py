@@ -1,0 +1,222 @@
+"""The ``unigrpo`` command: ``init-tiny``, ``generate``, ``sft``, ``train``, ``eval``.
+
+``sft`` and ``train`` read a YAML recipe with TRL's ``TrlParser`` (``--config recipe.yaml`` plus CLI overrides of
+any key), so recipes use the field names of ``UniGRPOConfig`` / ``MaskedSFTConfig``, TRL's ``ModelConfig`` and
+``RunArguments`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COMMANDS = ("init-tiny", "generate", "sft", "train", "eval")
+
+
+@dataclass
+class RunArguments:
+    """What a recipe runs on: the dataset and the reward functions (TRL's script-argument names)."""
+
+    dataset_name: str = field(default="arith", metadata={"help": "Built-in task name or a local data file."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split of a built-in task to train on."})
+    dataset_test_split: str | None = field(default="test", metadata={"help": "Held-out split (None: no eval)."})
+    train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training prompts."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N held-out prompts."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_correctness", "boxed_format"],
+        metadata={"help": "Reward names (see `rewards.list_rewards()`) or `pkg.module:function` paths."},
+    )
+
+
+def parse_recipe(config_cls, argv):
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((RunArguments, config_cls, ModelConfig))
+    return parser.parse_args_and_config(argv)
+
+
+def peft_config_from(model_args):
+    """TRL's ``get_peft_config``, defaulting the LoRA targets to every block's attention and MLP projections."""
+    from trl import get_peft_config
+
+    from .models import LORA_TARGET_MODULES
+
+    if model_args.use_peft and model_args.lora_target_modules is None:
+        model_args.lora_target_modules = LORA_TARGET_MODULES
+    return get_peft_config(model_args)
+
+
+def load_splits(run_args):
+    from .data import load_prompt_dataset
+
+    train = load_prompt_dataset(run_args.dataset_name, run_args.dataset_train_split, run_args.train_limit)
+    test = None
+    if run_args.dataset_test_split:
+        test = load_prompt_dataset(run_args.dataset_name, run_args.dataset_test_split, run_args.eval_limit)
+    return train, test
+
+
+def summarise(trainer, start: float, kind: str) -> None:
+    history = trainer.state.log_history
+    accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
+    rewards = [e["reward"] for e in history if "reward" in e]
+    lines = [f"{kind} finished: {trainer.state.global_step} optimizer steps in {time.time() - start:.0f} s"]
+    if accuracies:
+        lines.append(f"  held-out accuracy: {accuracies[0]:.3f} → {accuracies[-1]:.3f} (best {max(accuracies):.3f})")
+    if rewards:
+        lines.append(f"  train reward (logged means): first {rewards[0]:.3f}, last {rewards[-1]:.3f}")
+    lines.append(f"  model, tokenizer and trainer_state.json in {trainer.args.output_dir}")
+    print("\n".join(lines))
+
+
+def cmd_train(argv) -> int:
+    from .config import UniGRPOConfig
+    from .models import resolve_model_path
+    from .trainer import UniGRPOTrainer
+
+    run_args, config, model_args = parse_recipe(UniGRPOConfig, argv)
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    train, test = load_splits(run_args)
+    trainer = UniGRPOTrainer(model_path, run_args.reward_funcs, config, train, test,
+                             peft_config=peft_config_from(model_args))
+    start = time.time()
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model(config.output_dir)
+    trainer.save_state()
+    summarise(trainer, start, "UniGRPO")
+    return 0
+
+
+def cmd_sft(argv) -> int:
+    from .models import resolve_model_path
+    from .sft import MaskedSFTConfig, MaskedSFTTrainer
+
+    run_args, config, model_args = parse_recipe(MaskedSFTConfig, argv)
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    train, test = load_splits(run_args)
+    trainer = MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs)
+    start = time.time()
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model(config.output_dir)
+    trainer.save_state()
+    summarise(trainer, start, "SFT")
+    return 0
+
+
+def cmd_eval(argv) -> int:
+    parser = argparse.ArgumentParser(prog="unigrpo eval", description="Accuracy of a model on a recipe's eval split.")
+    parser.add_argument("--model", required=True, help="model folder (or a built-in checkpoint name)")
+    parser.add_argument("--config", required=True, help="recipe YAML: sampler settings, rewards, dataset")
+    parser.add_argument("--eval-file", help='JSONL of {"prompt": ..., "answer": ...} rows instead of the recipe split')
+    parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    from .config import UniGRPOConfig
+    from .data import load_prompt_dataset
+    from .evaluation import evaluate_accuracy
+    from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+    from .rewarding import resolve_reward_funcs
+
+    run_args, config, _ = parse_recipe(UniGRPOConfig, ["--config", args.config])
+    model_path = resolve_model_path(args.model)
+    if args.eval_file:
+        dataset = load_prompt_dataset(args.eval_file, limit=args.limit, required=("prompt", "answer"))
+    else:
+        dataset = load_prompt_dataset(run_args.dataset_name, run_args.dataset_test_split or "test", args.limit)
+    funcs, names = resolve_reward_funcs(run_args.reward_funcs)
+    tokenizer, model = load_tokenizer(model_path), load_model(model_path)
+    results = evaluate_accuracy(
+        model, tokenizer, dataset, funcs, names, config.sampler_config(temperature=config.eval_temperature),
+        resolve_mask_token_id(model, tokenizer), accuracy_reward=config.accuracy_reward,
+        batch_size=config.per_device_eval_batch_size, seed=config.seed,
+    )
+    results["model"] = str(model_path)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(f"accuracy {results['accuracy']:.4f} on n={results['n']} ({model_path})")
+        for key, value in results.items():
+            if key.startswith("rewards/") or key == "reward":
+                print(f"  {key}: {value:.4f}")
+    return 0
+
+
+def cmd_generate(argv) -> int:
+    parser = argparse.ArgumentParser(prog="unigrpo generate", description="Sample an answer from a diffusion LM.")
+    parser.add_argument("--model", required=True, help="model folder (or a built-in checkpoint name)")
+    parser.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user message (chat template)")
+    parser.add_argument("--gen_length", type=int, default=64)
+    parser.add_argument("--block_length", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=None, help="default: gen_length / 2 (2 tokens per step)")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
+    parser.add_argument("--cfg_scale", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from rollouts import LocalEngine, SamplerConfig
+
+    from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+
+    sampler = SamplerConfig(
+        gen_length=args.gen_length, block_length=args.block_length,
+        steps=args.steps if args.steps is not None else max(args.gen_length // 2, 1),
+        temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
+    )
+    model_path = resolve_model_path(args.model)
+    tokenizer, model = load_tokenizer(model_path), load_model(model_path)
+    prompts = args.prompt
+    if args.chat:
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
+    engine = LocalEngine(model, tokenizer, resolve_mask_token_id(model, tokenizer))
+    batch = engine.generate(prompts, sampler, seed=args.seed)
+    for completion in batch.completions:
+        print(completion)
+    return 0
+
+
+def cmd_init_tiny(argv) -> int:
+    parser = argparse.ArgumentParser(prog="unigrpo init-tiny", description="Write a random tiny model + tokenizer.")
+    parser.add_argument("--output", required=True, help="folder to write")
+    parser.add_argument("--preset", default="tiny", help="tiny | micro")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mmada", action="store_true", help="write an MMaDA (model_type mmada) config")
+    args = parser.parse_args(argv)
+    from .models import init_tiny
+
+    path = init_tiny(args.output, preset=args.preset, seed=args.seed, mmada=args.mmada)
+    print(f"wrote tiny {args.preset} model and tokenizer to {path}")
+    return 0
+
+
+HANDLERS = {"init-tiny": cmd_init_tiny, "generate": cmd_generate, "sft": cmd_sft, "train": cmd_train,
+            "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"unigrpo: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        print("usage: unigrpo {" + ",".join(COMMANDS) + "} [options]   (unigrpo COMMAND --help for each)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        return HANDLERS[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("UNIGRPO_TRACEBACK"):
+            raise
+        print(f"unigrpo {argv[0]}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``UniGRPOConfig``: training arguments of UniGRPO, with TRL's names where the concept is shared.
+
+Batch semantics follow TRL: ``per_device_train_batch_size`` counts *completions*; each optimizer step sees
+``per_device_train_batch_size / num_generations`` prompts per device, each answered ``num_generations`` times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .advantages import SCALE_REWARDS
+from .likelihood import ESTIMATORS
+from .loss import LOSS_TYPES
+from .masking import MASK_SCHEDULES
+
+KL_REFERENCES = ("initial", "rollout")
+REMASKING = ("low_confidence", "random")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class SamplingArguments:
+    """Rollout sampler options (DESIGN §4), shared by the RL and SFT configs."""
+
+    max_completion_length: int = field(default=64, metadata=_help("Answer canvas length L (the sampler's gen_length)."))
+    block_length: int = field(default=32, metadata=_help("Semi-autoregressive block length; divides L."))
+    diffusion_steps: int = field(
+        default=32, metadata=_help("Denoising steps for the whole answer; split evenly over blocks.")
+    )
+    temperature: float = field(default=1.0, metadata=_help("Gumbel-max sampling temperature of rollouts (0 = argmax)."))
+    remasking: str = field(default="low_confidence", metadata=_help("Which tokens to commit: low_confidence | random."))
+    cfg_scale: float = field(default=0.0, metadata=_help("Classifier-free guidance scale s (0 = off)."))
+    eval_temperature: float = field(default=0.0, metadata=_help("Sampling temperature for evaluation (0 = greedy)."))
+    accuracy_reward: str | None = field(
+        default=None,
+        metadata=_help("Reward whose positive value counts as 'correct' for eval_accuracy (default: the first)."),
+    )
+
+    def sampler_config(self, temperature: float | None = None):
+        from rollouts import SamplerConfig
+
+        return SamplerConfig(
+            gen_length=self.max_completion_length,
+            block_length=self.block_length,
+            steps=self.diffusion_steps,
+            temperature=self.temperature if temperature is None else temperature,
+            remasking=self.remasking,
+            cfg_scale=self.cfg_scale,
+        )
+
+
+@dataclass
+class UniGRPOConfig(SamplingArguments, TrainingArguments):
+    """UniGRPO (MMaDA §2.3, Algorithm 1). Defaults as in the paper or TRL unless noted."""
+
+    # ---- GRPO (TRL names and meanings) ----
+    num_generations: int = field(default=8, metadata=_help("G: answers sampled per prompt (≥ 2)."))
+    num_iterations: int = field(
+        default=2,
+        metadata=_help("μ: gradient steps per batch of rollouts; the mask schedule sweeps over them (Algorithm 1)."),
+    )
+    beta: float = field(default=0.0, metadata=_help("β: weight of the k3 KL to the reference (0 loads no reference)."))
+    epsilon: float = field(default=0.2, metadata=_help("ε_low of the clipped surrogate."))
+    epsilon_high: float | None = field(default=None, metadata=_help("ε_high (DAPO clip-higher); default = epsilon."))
+    loss_type: str = field(default="grpo", metadata=_help(f"Loss normalisation: {sorted(LOSS_TYPES)}."))
+    scale_rewards: str = field(default="group", metadata=_help(f"Advantage scaling: {SCALE_REWARDS}."))
+    reward_weights: list[float] | None = field(default=None, metadata=_help("Weight per reward function (default 1)."))
+    log_completions: bool = field(
+        default=False, metadata=_help("Write prompts, completions, rewards and advantages to completions/*.jsonl.")
+    )
+    # ---- diffusion likelihood (DESIGN §3.2–3.8) ----
+    likelihood_estimator: str = field(default="unigrpo", metadata=_help(f"One of {sorted(ESTIMATORS)}."))
+    mask_schedule: str = field(
+        default="spaced", metadata=_help("spaced = Algorithm 1 sweep from a random light mask to a full one; uniform.")
+    )
+    mask_ratio_min: float | None = field(default=None, metadata=_help("Lower clip p_low of the mask ratio."))
+    mask_ratio_max: float | None = field(default=None, metadata=_help("Upper clip p_high of the mask ratio."))
+    num_mask_levels: int = field(default=1000, metadata=_help("T: discrete mask levels (1000 in the paper)."))
+    eos_in_loss: int = field(default=1, metadata=_help("EOS tokens of the padded canvas kept in the loss."))
+    kl_reference: str = field(
+        default="initial", metadata=_help("KL against the frozen 'initial' policy (paper) or the 'rollout' policy.")
+    )
+    # ---- Trainer defaults that differ for RL ----
+    remove_unused_columns: bool = field(default=False, metadata=_help("Keep dataset columns for the rewards."))
+    logging_steps: float = field(default=10, metadata=_help("Log every N optimizer steps."))
+    report_to: str | list[str] | None = field(default="none", metadata=_help("Trackers (none by default)."))
+    save_strategy: str = field(default="no", metadata=_help("Checkpointing strategy (Trainer's)."))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon
+        self.validate_unigrpo()
+
+    def validate_unigrpo(self) -> None:
+        """One clear ValueError per impossible option, before any model is loaded."""
+        choices = {
+            "loss_type": (self.loss_type, sorted(LOSS_TYPES)),
+            "scale_rewards": (self.scale_rewards, list(SCALE_REWARDS)),
+            "mask_schedule": (self.mask_schedule, sorted(MASK_SCHEDULES)),
+            "likelihood_estimator": (self.likelihood_estimator, sorted(ESTIMATORS)),
+            "kl_reference": (self.kl_reference, list(KL_REFERENCES)),
+            "remasking": (self.remasking, list(REMASKING)),
+        }
+        for key, (value, valid) in choices.items():
+            if value not in valid:
+                raise ValueError(f"{key}={value!r} is not valid; choose one of {valid}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations={self.num_generations}: group advantages need at least 2 answers")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} (completions) is not divisible by "
+                f"num_generations={self.num_generations}"
+            )
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations={self.num_iterations} must be ≥ 1")
+        if self.num_mask_levels < 1:
+            raise ValueError(f"num_mask_levels={self.num_mask_levels} must be ≥ 1")
+        for key in ("mask_ratio_min", "mask_ratio_max"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{key}={value} must lie in [0, 1]")
+        if self.mask_ratio_min is not None and self.mask_ratio_max is not None:
+            if self.mask_ratio_min > self.mask_ratio_max:
+                raise ValueError(f"mask_ratio_min={self.mask_ratio_min} > mask_ratio_max={self.mask_ratio_max}")
+        if self.epsilon < 0 or self.epsilon_high < 0:
+            raise ValueError(f"epsilon={self.epsilon}, epsilon_high={self.epsilon_high} must be ≥ 0")
+        if self.beta < 0:
+            raise ValueError(f"beta={self.beta} must be ≥ 0")
+        if self.eos_in_loss < 0:
+            raise ValueError(f"eos_in_loss={self.eos_in_loss} must be ≥ 0")
+        self.sampler_config()  # validates the sampler options (gen_length / block_length / steps)
+
+    @property
+    def prompts_per_device_step(self) -> int:
+        return self.per_device_train_batch_size // self.num_generations

@@ -1,0 +1,31 @@
+"""Loading prompt datasets named in a recipe: the built-in ``arith`` task or a local JSON/JSONL/CSV/Parquet file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset, load_dataset
+
+from .arith import make_arith_dataset
+
+BUILTIN = {"arith": make_arith_dataset}
+_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_prompt_dataset(name: str, split: str = "train", limit: int | None = None, required=("prompt",)) -> Dataset:
+    """A built-in task by name, or a local file; checks that the ``required`` columns are present."""
+    if name in BUILTIN:
+        dataset = BUILTIN[name](split=split)
+    else:
+        path = Path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"dataset {name!r} is neither a built-in task ({sorted(BUILTIN)}) nor a file")
+        if path.suffix not in _FORMATS:
+            raise ValueError(f"dataset file {name!r}: unsupported suffix {path.suffix!r}; use {sorted(_FORMATS)}")
+        dataset = load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
+    missing = [c for c in required if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"dataset {name!r} has no column(s) {missing}; it has {dataset.column_names}")
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset

@@ -1,0 +1,95 @@
+"""Held-out evaluation: generate one answer per prompt with the recipe's sampler and score it with the rewards.
+
+``accuracy`` = fraction of answers whose ``accuracy_reward`` (default: the first reward function) is positive.
+Shared by the trainers' ``evaluate``, the SFT stopping callback and ``unigrpo eval``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from trl import is_conversational, maybe_apply_chat_template
+
+from rollouts import LocalEngine
+
+from .rewarding import combine_rewards, score_completions
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model,
+    tokenizer,
+    dataset,
+    reward_funcs,
+    reward_names,
+    sampler_config,
+    mask_token_id: int,
+    reward_weights: torch.Tensor | None = None,
+    accuracy_reward: str | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    return_completions: bool = False,
+) -> dict:
+    """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length[, completions]}."""
+    if accuracy_reward is not None and accuracy_reward not in reward_names:
+        raise ValueError(f"accuracy_reward={accuracy_reward!r} is not one of the rewards {reward_names}")
+    acc_index = reward_names.index(accuracy_reward) if accuracy_reward else 0
+    weights = reward_weights if reward_weights is not None else torch.ones(len(reward_funcs))
+    engine = LocalEngine(model, tokenizer, mask_token_id, max_batch_size=batch_size)
+    rows = [dataset[i] for i in range(len(dataset))]
+    prompts = [row["prompt"] for row in rows]
+    texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
+    batch = engine.generate(texts, sampler_config, num_generations=1, seed=seed)
+    completions = batch.completions
+    if rows and is_conversational(rows[0]):
+        completions = [[{"role": "assistant", "content": c}] for c in completions]
+    columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
+    per_func = score_completions(reward_funcs, reward_names, prompts, completions, batch.completion_ids.tolist(), columns)
+    correct = per_func[:, acc_index].nan_to_num(0.0) > 0
+    eos = tokenizer.eos_token_id
+    lengths = (batch.completion_ids != eos).sum(dim=1).float() if eos is not None else None
+    results = {
+        "accuracy": correct.float().mean().item() if len(rows) else math.nan,
+        "n": len(rows),
+        "reward": combine_rewards(per_func, weights).mean().item(),
+        "completions/mean_length": lengths.mean().item() if lengths is not None else math.nan,
+    }
+    for i, name in enumerate(reward_names):
+        results[f"rewards/{name}/mean"] = torch.nanmean(per_func[:, i]).item()
+    if return_completions:
+        results["completions"] = batch.completions
+        results["correct"] = correct.tolist()
+    return results
+
+
+class GenerationEvalMixin:
+    """``Trainer.evaluate`` by generation: the trainer needs ``reward_funcs``, ``reward_names``, ``mask_token_id``.
+
+    Logs ``eval_accuracy``, ``eval_reward``, ``eval_rewards/<name>/mean`` and ``eval_completions/mean_length``, so
+    ``metric_for_best_model: eval_accuracy`` keeps the best checkpoint.
+    """
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs an eval_dataset")
+        if not self.reward_funcs:
+            raise ValueError("evaluate() needs reward_funcs to score the generated answers")
+        results = evaluate_accuracy(
+            self.accelerator.unwrap_model(self.model),
+            self.processing_class,
+            dataset,
+            self.reward_funcs,
+            self.reward_names,
+            self.args.sampler_config(temperature=self.args.eval_temperature),
+            self.mask_token_id,
+            reward_weights=getattr(self, "reward_weights", None),
+            accuracy_reward=self.args.accuracy_reward,
+            batch_size=self.args.per_device_eval_batch_size,
+            seed=self.args.seed,
+        )
+        metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in results.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics

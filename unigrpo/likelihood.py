@@ -1,0 +1,104 @@
+"""Likelihood estimators: how an answer is noised and where its token log-probabilities are read.
+
+UniGRPO (MMaDA Eq. 3–4): mask the answer's tokens at ratio p (the prompt never), one forward pass, and read
+log p_θ(o_t | q, õ_p) at the masked positions; the answer's log-likelihood is approximated by their mean.
+
+An estimator turns a batch of answers into a ``NoisedView``: the model input and the answer positions to score.
+θ, θ_old and the reference all read the *same* view, so their ratios compare like with like. Estimators are
+swappable by name (``likelihood_estimator:``); each entry of ``ESTIMATORS`` shares ``UniGRPOEstimator``'s signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .masking import mask_answer_tokens
+
+
+@dataclass
+class NoisedView:
+    """One noised copy of the batch. R rows (R = N for UniGRPO; an estimator may use several rows per answer).
+
+    input_ids (R, P+L): prompt + noised answer; attention_mask (R, P+L) or None; score_mask (R, L) bool: answer
+    positions whose log-probs enter the loss; answer_index (R,): the answer each row belongs to; mask_ratio (R,).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    score_mask: torch.Tensor
+    answer_index: torch.Tensor
+    mask_ratio: torch.Tensor
+
+    def to(self, device) -> "NoisedView":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return NoisedView(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+def masked_token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p_θ(o_t | q, õ) (MMaDA Eq. 3) at every answer position: logits (R, L, V), targets (R, L) → (R, L).
+
+    Computed in fp32 as logit[target] − logsumexp(logits) so no (R, L, V) log-softmax is kept for backward.
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def sequence_logp(token_logps: torch.Tensor, score_mask: torch.Tensor) -> torch.Tensor:
+    """MMaDA Eq. 4: the answer's log-likelihood ≈ mean of token log-probs over its M masked positions → (R,)."""
+    mask = score_mask.float()
+    return (token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def answer_token_logps(model, view: NoisedView, completion_ids: torch.Tensor) -> torch.Tensor:
+    """One forward pass of the noised view → token log-probs (R, L) of the true answer tokens.
+
+    completion_ids (N, L) are the sampled answers; row r of the view scores answer ``answer_index[r]``.
+    """
+    L = completion_ids.shape[1]
+    logits = model(input_ids=view.input_ids, attention_mask=view.attention_mask).logits[:, -L:]  # (R, L, V)
+    return masked_token_logps(logits, completion_ids[view.answer_index])
+
+
+class UniGRPOEstimator:
+    """Structured noising (DESIGN §3.2–3.3): answer tokens masked with probability p, prompt untouched, one pass."""
+
+    name = "unigrpo"
+
+    def noise(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor | None,
+        completion_ids: torch.Tensor,
+        eligible: torch.Tensor,
+        ratio: torch.Tensor,
+        mask_token_id: int,
+        generator: torch.Generator | None = None,
+    ) -> NoisedView:
+        """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible (N, L), ratio (N,) → view."""
+        mask = mask_answer_tokens(eligible, ratio, generator)  # (N, L)
+        noised = completion_ids.masked_fill(mask, mask_token_id)
+        input_ids = torch.cat([prompt_ids, noised], dim=1)
+        attention_mask = None
+        if prompt_mask is not None and not bool(prompt_mask.all()):
+            attention_mask = torch.cat([prompt_mask, torch.ones_like(noised)], dim=1)
+        N = completion_ids.shape[0]
+        return NoisedView(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            score_mask=mask & eligible,
+            answer_index=torch.arange(N, device=completion_ids.device),
+            mask_ratio=ratio,
+        )
+
+
+ESTIMATORS = {UniGRPOEstimator.name: UniGRPOEstimator}
+
+
+def get_estimator(name: str):
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown likelihood_estimator {name!r}; valid: {sorted(ESTIMATORS)}")
+    return ESTIMATORS[name]()

@@ -1,0 +1,151 @@
+"""Masked-diffusion SFT (the cold-start stage before RL; DESIGN §5, LLaDA/MMaDA pre-training loss).
+
+Legend: t ↔ diffusion time ~ U[0, 1]; p = (1 − ε)·t + ε with ε = 1e-3 ↔ the mask probability of each answer token;
+answer ↔ the completion padded with EOS to the fixed canvas ``max_completion_length`` (as rollouts produce it).
+The prompt is never masked. Two noise laws, swappable by ``sft_noise``:
+    continuous  loss = Σ_masked CE / p / L            (the published loss)
+    count       k ~ U{1..L} masked tokens, loss = Σ_masked CE · (L/k) / L
+The continuous weight 1/p reaches 1000 when t is small, which makes very short answers noisy; ``count`` is the
+lower-variance law DESIGN §9 measured on the 4–6-token demo answers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from trl import maybe_apply_chat_template
+
+from rollouts import tokenize_prompts
+
+from .config import SamplingArguments
+from .evaluation import GenerationEvalMixin
+from .models import load_model, load_tokenizer, resolve_mask_token_id
+from .plotting import TrainingCurvesCallback
+from .rewarding import resolve_reward_funcs
+
+SFT_NOISE = ("continuous", "count")
+MIN_MASK_PROB = 1e-3
+
+
+@dataclass
+class MaskedSFTConfig(SamplingArguments, TrainingArguments):
+    """Masked-diffusion SFT options; the sampler options are used by evaluation only."""
+
+    sft_noise: str = field(default="continuous", metadata={"help": f"Noise law: {SFT_NOISE}."})
+    stop_at_accuracy: float | None = field(
+        default=None, metadata={"help": "Stop once eval_accuracy reaches this value (evaluated every eval_steps)."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw rows for the collator."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers (none by default)."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing strategy (Trainer's)."})
+    temperature: float = field(default=0.0, metadata={"help": "Unused in SFT (evaluation uses eval_temperature)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sft_noise not in SFT_NOISE:
+            raise ValueError(f"sft_noise={self.sft_noise!r} is not valid; choose one of {list(SFT_NOISE)}")
+        if self.stop_at_accuracy is not None and not 0.0 < self.stop_at_accuracy <= 1.0:
+            raise ValueError(f"stop_at_accuracy={self.stop_at_accuracy} must lie in (0, 1]")
+        self.sampler_config()
+
+
+def continuous_mask(canvas: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """t ~ U[0,1], p = (1−ε)t + ε, each answer position masked w.p. p → (mask (B, L) bool, weight (B, L) = 1/p)."""
+    B, L = canvas.shape
+    t = torch.rand(B, 1, generator=generator)
+    p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB
+    mask = torch.rand(B, L, generator=generator) < p
+    return mask, (1.0 / p).expand(B, L)
+
+
+def count_mask(canvas: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """k ~ U{1..L} positions masked uniformly at random → (mask (B, L) bool, weight (B, L) = L/k)."""
+    B, L = canvas.shape
+    k = torch.randint(1, L + 1, (B, 1), generator=generator)
+    ranks = torch.rand(B, L, generator=generator).argsort(dim=1).argsort(dim=1)  # a random permutation per row
+    mask = ranks < k
+    return mask, (L / k.float()).expand(B, L)
+
+
+SFT_MASKS = {"continuous": continuous_mask, "count": count_mask}
+
+
+def masked_diffusion_sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor):
+    """Σ_masked CE · weight / L, averaged over the batch: logits (B, L, V), targets / mask / weight (B, L)."""
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, L)
+    return ((ce * weight * mask.float()).sum(dim=1) / targets.shape[1]).mean()
+
+
+class AccuracyStopCallback(TrainerCallback):
+    """Stops training when ``eval_accuracy`` reaches ``threshold`` (DESIGN §9: stop SFT on accuracy, not steps)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and metrics.get("eval_accuracy", -1.0) >= self.threshold:
+            control.should_training_stop = True
+
+
+class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
+    """SFT on TRL prompt-completion rows (``prompt`` plain or chat, ``completion`` text) with the diffusion loss.
+
+    ``reward_funcs`` are only used by ``evaluate`` (held-out accuracy by generation).
+    """
+
+    def __init__(self, model, args: MaskedSFTConfig, train_dataset, eval_dataset=None, processing_class=None,
+                 reward_funcs=None, callbacks=None):
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if dataset is not None:
+                missing = [c for c in ("prompt", "completion") if c not in dataset.column_names]
+                if name == "eval_dataset":
+                    missing = [c for c in missing if c != "completion"]
+                if missing:
+                    raise ValueError(f"{name} has no column(s) {missing} (columns: {dataset.column_names})")
+        if isinstance(model, (str, os.PathLike)):
+            processing_class = processing_class or load_tokenizer(model)
+            model = load_model(model)
+        self.mask_token_id = resolve_mask_token_id(model, processing_class)
+        self.reward_funcs, self.reward_names = resolve_reward_funcs(reward_funcs) if reward_funcs else ([], [])
+        self.draw_mask = SFT_MASKS[args.sft_noise]
+        self.generator = torch.Generator().manual_seed(args.seed)
+        callbacks = list(callbacks or []) + [TrainingCurvesCallback()]
+        if args.stop_at_accuracy is not None:
+            callbacks.append(AccuracyStopCallback(args.stop_at_accuracy))
+        super().__init__(model=model, args=args, data_collator=self.collate, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks)
+
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts and EOS-padded answer canvases of ``max_completion_length``."""
+        tokenizer, L = self.processing_class, self.args.max_completion_length
+        prompts = [maybe_apply_chat_template({"prompt": r["prompt"]}, tokenizer)["prompt"] for r in rows]
+        prompt_ids, prompt_mask = tokenize_prompts(tokenizer, prompts)
+        canvases = []
+        for row in rows:
+            completion = row["completion"]
+            if isinstance(completion, list):  # conversational completion: the assistant's text
+                completion = "".join(m["content"] for m in completion)
+            ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            if len(ids) >= L:
+                raise ValueError(
+                    f"completion {completion[:60]!r} has {len(ids)} tokens; max_completion_length={L} leaves no EOS"
+                )
+            canvases.append(ids + [tokenizer.eos_token_id] * (L - len(ids)))
+        return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": torch.tensor(canvases)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        canvas = inputs["completion_ids"]  # (B, L)
+        mask, weight = self.draw_mask(canvas.cpu(), self.generator)
+        mask, weight = mask.to(canvas.device), weight.to(canvas.device)
+        noised = canvas.masked_fill(mask, self.mask_token_id)
+        input_ids = torch.cat([inputs["prompt_ids"], noised], dim=1)
+        attention_mask = None
+        if not bool(inputs["prompt_mask"].all()):
+            attention_mask = torch.cat([inputs["prompt_mask"], torch.ones_like(noised)], dim=1)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -canvas.shape[1]:]
+        loss = masked_diffusion_sft_loss(logits, canvas, mask, weight)
+        return (loss, logits) if return_outputs else loss

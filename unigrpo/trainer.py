@@ -1,0 +1,352 @@
+"""``UniGRPOTrainer``: UniGRPO (MMaDA §2.3, Algorithm 1) as a ``transformers.Trainer``.
+
+Outline of one batch of prompts (each line one call below):
+    rollout      G answers per prompt from the sampler                      → ``make_rollouts``
+    rewards      weighted sum of the reward functions                        → ``score_completions``
+    advantages   A_i within each group                                       → ``group_advantages``
+    masks        μ noised views, one per inner step (Algorithm 1 schedule)   → ``draw_views``
+    old / ref    no-grad log-probs of θ_old and the reference on each view   → ``view_logps``
+    μ × step     policy log-probs, clipped surrogate + β·KL, backward, step  → ``compute_loss``
+
+The Trainer's loop drives the μ inner steps: the train sampler yields each group of ``gradient_accumulation_steps``
+micro-batches ``num_iterations`` times in a row, rollouts are made on a micro-batch's first appearance and reused
+(with the next view) on the following ones. Everything that happens to a tensor is a pure function of another
+module, so the math is tested without this class.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import Trainer
+from trl import is_conversational, maybe_apply_chat_template
+
+from rollouts import LocalEngine
+
+from .advantages import group_advantages
+from .config import UniGRPOConfig
+from .evaluation import GenerationEvalMixin
+from .likelihood import NoisedView, answer_token_logps, get_estimator, sequence_logp
+from .loss import get_loss_normaliser, per_token_loss
+from .masking import get_mask_schedule, loss_eligible_positions
+from .models import load_model, load_tokenizer, resolve_mask_token_id
+from .plotting import TrainingCurvesCallback
+from .rewarding import combine_rewards, resolve_reward_funcs, score_completions
+
+
+class RepeatedBatchSampler(Sampler):
+    """Shuffled prompt batches; each group of ``accumulation`` batches is yielded ``repeats`` (= μ) times in a row.
+
+    So the μ optimizer steps of one rollout batch see exactly the same prompts, and gradient accumulation groups
+    micro-batches of the same inner step.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, accumulation: int, repeats: int, seed: int):
+        self.num_rows, self.batch_size, self.accumulation, self.repeats, self.seed = (
+            num_rows, batch_size, accumulation, repeats, seed
+        )
+        self.epoch = 0
+        self.num_groups = num_rows // (batch_size * accumulation)
+        if self.num_groups == 0:
+            raise ValueError(
+                f"the train dataset has {num_rows} prompts, fewer than one optimizer step needs "
+                f"({batch_size} prompts × {accumulation} accumulation steps)"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_groups * self.accumulation * self.repeats
+
+    def __iter__(self):
+        order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        batches = order[: len(self) // self.repeats * self.batch_size].view(-1, self.batch_size).tolist()
+        for g in range(self.num_groups):
+            group = batches[g * self.accumulation : (g + 1) * self.accumulation]
+            for _ in range(self.repeats):
+                yield from group
+
+
+@dataclass
+class Rollouts:
+    """One micro-batch of scored rollouts and the μ views with their old / reference log-probs."""
+
+    completion_ids: torch.Tensor  # (N, L)
+    advantages: torch.Tensor  # (N,)
+    views: list[NoisedView]  # μ views
+    old_logps: list[torch.Tensor | None]  # μ × (R, L), None when θ_old = θ (μ = 1)
+    ref_logps: list[torch.Tensor | None]  # μ × (R, L), None when β = 0
+
+    def inputs_for_step(self, n: int) -> dict:
+        view = self.views[n]
+        return {
+            "input_ids": view.input_ids,
+            "attention_mask": view.attention_mask,
+            "score_mask": view.score_mask,
+            "answer_index": view.answer_index,
+            "mask_ratio": view.mask_ratio,
+            "completion_ids": self.completion_ids,
+            "advantages": self.advantages,
+            "old_logps": self.old_logps[n],
+            "ref_logps": self.ref_logps[n],
+        }
+
+
+class UniGRPOTrainer(GenerationEvalMixin, Trainer):
+    """UniGRPO for masked-diffusion LMs, with TRL's constructor and dataset conventions.
+
+    Args:
+        model: a model or a local path (loaded with ``unigrpo.models.load_model``).
+        reward_funcs: callables, registered reward names or ``pkg.module:function`` paths (TRL's signature).
+        args: ``UniGRPOConfig``.
+        train_dataset / eval_dataset: a ``prompt`` column (plain text or chat messages); other columns are passed
+            to the rewards by name.
+        processing_class: the tokenizer (loaded from ``model`` when it is a path).
+        peft_config: a PEFT config; the reference model is then the policy with adapters disabled.
+    """
+
+    _tag_names = ["unigrpo", "diffusion-lm"]
+
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: UniGRPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        callbacks=None,
+    ):
+        args = args or UniGRPOConfig(output_dir="outputs/unigrpo")
+        if not isinstance(args, UniGRPOConfig):
+            raise TypeError(f"args must be a UniGRPOConfig, got {type(args).__name__}")
+        self.reward_funcs, self.reward_names = resolve_reward_funcs(reward_funcs)
+        self.reward_weights = self._reward_weights(args)
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if dataset is not None and "prompt" not in dataset.column_names:
+                raise ValueError(f"{name} has no 'prompt' column (columns: {dataset.column_names})")
+        if train_dataset is None:
+            raise ValueError("train_dataset is required")
+
+        if isinstance(model, (str, os.PathLike)):
+            processing_class = processing_class or load_tokenizer(model)
+            model = load_model(model)
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required when model is not a path")
+        self.mask_token_id = resolve_mask_token_id(model, processing_class)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        self.ref_model = None
+        if args.beta > 0 and args.kl_reference == "initial" and peft_config is None:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+        self.estimator = get_estimator(args.likelihood_estimator)
+        self.draw_mask_ratios = get_mask_schedule(args.mask_schedule)
+        self.normalise_loss = get_loss_normaliser(args.loss_type)
+        self.loss_is_scaled_for_ga = False  # the Trainer divides by the accumulation steps
+        callbacks = list(callbacks or []) + [TrainingCurvesCallback()]
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=lambda rows: {"rows": rows},
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+        )
+        if self.ref_model is not None:
+            self.ref_model.to(self.args.device)
+        self.engine = LocalEngine(self.unwrapped_model, processing_class, self.mask_token_id)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._rollouts: dict[int, Rollouts] = {}
+        self._micro_step = 0
+        self.forward_counts = defaultdict(int)  # per kind of forward pass, counted in answers (benchmarks read it)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _reward_weights(self, args) -> torch.Tensor:
+        if args.reward_weights is None:
+            return torch.ones(len(self.reward_funcs))
+        if len(args.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(args.reward_weights)} values for {len(self.reward_funcs)} reward functions"
+            )
+        return torch.tensor(args.reward_weights, dtype=torch.float32)
+
+    @property
+    def unwrapped_model(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def get_train_dataloader(self) -> DataLoader:
+        sampler = RepeatedBatchSampler(
+            len(self.train_dataset),
+            self.args.prompts_per_device_step,
+            self.args.gradient_accumulation_steps,
+            self.args.num_iterations,
+            self.args.seed,
+        )
+        return DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator)
+
+    @contextmanager
+    def timer(self, name: str):
+        start = time.perf_counter()
+        yield
+        self._metrics[f"timing/{name}"].append(time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ the outline
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One micro-batch of inner step n: make the rollouts on its first appearance, then the usual step."""
+        cycle = self.args.gradient_accumulation_steps * self.args.num_iterations
+        n, slot = divmod(self._micro_step % cycle, self.args.gradient_accumulation_steps)
+        self._micro_step += 1
+        if n == 0:
+            self._rollouts[slot] = self.make_rollouts(inputs["rows"])
+        with self.timer("update"):
+            return super().training_step(model, self._rollouts[slot].inputs_for_step(n), num_items_in_batch)
+
+    @torch.no_grad()
+    def make_rollouts(self, rows: list[dict]) -> Rollouts:
+        """rollout → rewards → advantages → μ views → old / reference log-probs (all no-grad)."""
+        args, G = self.args, self.args.num_generations
+        prompts = [row["prompt"] for row in rows]
+        prompt_texts = [maybe_apply_chat_template({"prompt": p}, self.processing_class)["prompt"] for p in prompts]
+        seed = args.seed * 1_000_003 + self._micro_step
+        with self.timer("rollout"):
+            batch = self.engine.generate(prompt_texts, args.sampler_config(), num_generations=G, seed=seed)
+        completions = batch.completions
+        if is_conversational(rows[0]):
+            completions = [[{"role": "assistant", "content": c}] for c in completions]
+        columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
+        with self.timer("rewards"):
+            per_func = score_completions(
+                self.reward_funcs,
+                self.reward_names,
+                [p for p in prompts for _ in range(G)],
+                completions,
+                batch.completion_ids.tolist(),
+                columns,
+            )
+        rewards = combine_rewards(per_func, self.reward_weights)
+        advantages, zero_std = group_advantages(rewards, G, args.scale_rewards)
+        eligible = loss_eligible_positions(batch.completion_ids, self.processing_class.eos_token_id, args.eos_in_loss)
+        views = self.draw_views(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, eligible, seed)
+        with self.timer("logps"):
+            old_logps = [self.view_logps("old", v, batch.completion_ids) for v in views]
+            ref_logps = [self.view_logps("ref", v, batch.completion_ids) for v in views]
+        self.log_rollout_metrics(rewards, per_func, zero_std, eligible)
+        if args.log_completions:
+            self.write_completions(prompts, G, batch.completions, per_func, rewards, advantages)
+        return Rollouts(batch.completion_ids, advantages.to(batch.completion_ids.device), views, old_logps, ref_logps)
+
+    def draw_views(self, prompt_ids, prompt_mask, completion_ids, eligible, seed: int) -> list[NoisedView]:
+        """μ noised views with Algorithm 1's ratio schedule; stored so θ, θ_old and ref read the same masks."""
+        args = self.args
+        generator = torch.Generator().manual_seed(seed + 1)
+        ratios = self.draw_mask_ratios(
+            completion_ids.shape[0], args.num_iterations, args.num_mask_levels, generator,
+            args.mask_ratio_min, args.mask_ratio_max,
+        )  # (μ, N)
+        return [
+            self.estimator.noise(prompt_ids, prompt_mask, completion_ids, eligible, ratios[n], self.mask_token_id,
+                                 generator)
+            for n in range(args.num_iterations)
+        ]
+
+    def view_logps(self, kind: str, view: NoisedView, completion_ids) -> torch.Tensor | None:
+        """No-grad token log-probs of θ_old (``old``) or the reference (``ref``) on a view; None if not needed."""
+        args = self.args
+        if kind == "old" and args.num_iterations == 1:
+            return None  # θ_old = θ at the only inner step: the ratio is 1, read from the policy pass (detached)
+        if kind == "ref" and (args.beta == 0.0 or args.kl_reference == "rollout"):
+            return None
+        model, context = self.unwrapped_model, nullcontext()
+        if kind == "ref":
+            if self.ref_model is not None:
+                model = self.ref_model
+            else:
+                context = model.disable_adapter()  # PEFT: the reference is the base model
+        self.forward_counts[kind] += view.input_ids.shape[0]
+        was_training = model.training
+        model.eval()
+        with context:
+            logps = answer_token_logps(model, view, completion_ids)
+        model.train(was_training)
+        return logps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Policy log-probs on the step's view, then ℓ = −min(ρA, clip(ρ)A) + β·KL, normalised by ``loss_type``."""
+        args = self.args
+        view = NoisedView(inputs["input_ids"], inputs["attention_mask"], inputs["score_mask"],
+                          inputs["answer_index"], inputs["mask_ratio"])
+        completion_ids = inputs["completion_ids"]
+        self.forward_counts["policy"] += view.input_ids.shape[0]
+        logps = answer_token_logps(model, view, completion_ids)  # (R, L)
+        old_logps = inputs["old_logps"] if inputs["old_logps"] is not None else logps.detach()
+        ref_logps = inputs["ref_logps"] if args.kl_reference == "initial" else old_logps
+        advantages = inputs["advantages"][view.answer_index][:, None]  # (R, 1)
+        token_loss, kl, clipped = per_token_loss(
+            logps, old_logps, ref_logps, advantages, args.epsilon, args.epsilon_high, args.beta
+        )
+        num_answers, max_len = completion_ids.shape
+        loss = self.normalise_loss(token_loss, view.score_mask, view.answer_index, num_answers, max_len)
+        self.log_loss_metrics(logps, old_logps, kl, advantages, view)
+        return loss
+
+    # ------------------------------------------------------------------ metrics and logs
+    def log_rollout_metrics(self, rewards, per_func, zero_std, eligible) -> None:
+        m = self._metrics
+        m["reward"].append(rewards.mean().item())
+        m["reward_std"].append(rewards.view(-1, self.args.num_generations).std(dim=1).mean().item())
+        for i, name in enumerate(self.reward_names):
+            column = per_func[:, i]
+            m[f"rewards/{name}/mean"].append(torch.nanmean(column).item())
+            m[f"rewards/{name}/std"].append(column[~column.isnan()].std().item() if column.isfinite().sum() > 1 else 0.0)
+        m["frac_reward_zero_std"].append(zero_std.float().mean().item())
+        content = eligible.sum(dim=1).float() - float(self.args.eos_in_loss > 0)
+        m["completions/mean_length"].append(content.clamp(min=0).mean().item())
+
+    def log_loss_metrics(self, logps, old_logps, kl, advantages, view) -> None:
+        m, args = self._metrics, self.args
+        mask = view.score_mask.float()
+        masked_mean = lambda x: ((x * mask).sum() / mask.sum().clamp(min=1)).item()  # noqa: E731
+        ratio = torch.exp(logps.detach() - old_logps)
+        low = (ratio < 1 - args.epsilon) & (advantages < 0)
+        high = (ratio > 1 + args.epsilon_high) & (advantages > 0)
+        m["clip_ratio/low_mean"].append(masked_mean(low.float()))
+        m["clip_ratio/high_mean"].append(masked_mean(high.float()))
+        m["clip_ratio/region_mean"].append(masked_mean((low | high).float()))
+        if kl is not None:
+            m["kl"].append(masked_mean(kl.detach()))
+        m["mask_ratio"].append(view.mask_ratio.float().mean().item())
+        m["logp/sequence_mean"].append(sequence_logp(logps.detach(), view.score_mask).mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Merge the averaged rollout and loss metrics into the Trainer's log line, then clear them."""
+        if "loss" in logs:  # a training log, not an evaluation one
+            logs = {**logs, **{k: sum(v) / len(v) for k, v in self._metrics.items() if v}}
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    def write_completions(self, prompts, G, completions, per_func, rewards, advantages) -> None:
+        """Append this micro-batch's table to ``completions/step_<n>.jsonl`` (written now, never kept in memory)."""
+        if not self.is_world_process_zero():
+            return
+        folder = os.path.join(self.args.output_dir, "completions")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"step_{self.state.global_step:06d}.jsonl"), "a") as f:
+            for i, completion in enumerate(completions):
+                row = {"step": self.state.global_step, "prompt": prompts[i // G], "completion": completion,
+                       "reward": rewards[i].item(), "advantage": advantages[i].item()}
+                row.update({f"rewards/{n}": (None if v != v else v) for n, v in zip(self.reward_names, per_func[i].tolist())})
+                f.write(json.dumps(row) + "\n")
