@@ -88,7 +88,6 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     # ---- Trainer defaults that differ for RL ----
     remove_unused_columns: bool = field(default=False, metadata=_help("Keep dataset columns for the rewards."))
     logging_steps: float = field(default=10, metadata=_help("Log every N optimizer steps."))
-    report_to: str | list[str] | None = field(default="none", metadata=_help("Trackers (none by default)."))
     save_strategy: str = field(default="no", metadata=_help("Checkpointing strategy (Trainer's)."))
 
     def __post_init__(self):

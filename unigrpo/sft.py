@@ -40,7 +40,6 @@ class MaskedSFTConfig(SamplingArguments, TrainingArguments):
         default=None, metadata={"help": "Stop once eval_accuracy reaches this value (evaluated every eval_steps)."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw rows for the collator."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers (none by default)."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing strategy (Trainer's)."})
     temperature: float = field(default=0.0, metadata={"help": "Unused in SFT (evaluation uses eval_temperature)."})
 

@@ -80,8 +80,35 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return _check_model_dir(path)
-    if str(name_or_path) in builtin_checkpoints():
-        return ASSETS / str(name_or_path)
+    name = str(name_or_path)
+    if name in builtin_checkpoints():
+        return ASSETS / name
+    if name.startswith(RANDOM_PREFIX):
+        return random_init_path(name[len(RANDOM_PREFIX):])
     raise FileNotFoundError(
-        f"model path {str(name_or_path)!r} does not exist and is not a built-in checkpoint {builtin_checkpoints()}"
+        f"model path {name!r} does not exist, is not a built-in checkpoint {builtin_checkpoints()} "
+        f"and is not '{RANDOM_PREFIX}<preset>'"
     )
+
+
+RANDOM_PREFIX = "random-"
+
+
+def random_init_path(preset: str, seed: int = 0) -> Path:
+    """``random-<preset>``: a fresh random tiny model (seed 0) + tokenizer, written once to the cache folder."""
+    import os
+    import tempfile
+
+    from .tiny import PRESETS, init_tiny
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown tiny preset {preset!r} in '{RANDOM_PREFIX}{preset}'; valid: {sorted(PRESETS)}")
+    cache = Path(os.environ.get("UNIGRPO_CACHE", Path.home() / ".cache" / "unigrpo"))
+    target = cache / f"random-{preset}-seed{seed}"
+    if not (target / "config.json").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".tmp-"))
+        init_tiny(tmp / "model", preset=preset, seed=seed)
+        os.replace(tmp / "model", target)  # atomic: a reader never sees a half-written folder
+        tmp.rmdir()
+    return target
