@@ -98,3 +98,15 @@ def test_sft_train_eval_pipeline(tmp_path, micro_model_dir, capsys):
 def test_console_script_help_runs():
     done = subprocess.run([sys.executable, "-m", "unigrpo.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "train" in done.stdout
+
+
+def test_lora_run_saves_an_adapter_that_eval_loads(tmp_path, micro_model_dir, capsys):
+    recipe = tmp_path / "rl.yaml"
+    recipe.write_text(RL_RECIPE.format(model=micro_model_dir, out=tmp_path / "lora"))
+    assert main(["train", "--config", str(recipe), "--use_peft", "true", "--lora_r", "4", "--eval_on_start",
+                 "false", "--eval_strategy", "no"]) == 0
+    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert not (tmp_path / "lora" / "model.safetensors").exists()  # only the adapter is saved
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path / "lora"), "--config", str(recipe), "--limit", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 4

@@ -130,7 +130,8 @@ def test_peft_changes_only_adapters_and_reference_stays_fixed(micro_model_dir, t
         model=load_model(micro_model_dir), reward_funcs=[count_target_reward],
         args=make_config(tmp_path, beta=0.1, max_steps=4, learning_rate=1e-2),
         train_dataset=prompts_dataset(), processing_class=load_tokenizer(micro_model_dir),
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES, init_lora_weights=False),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES, init_lora_weights=False,
+                               task_type="CAUSAL_LM"),  # TRL's ModelConfig default task type
     )
     assert trainer.ref_model is None  # no second copy: the reference is the policy with adapters disabled
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

@@ -42,7 +42,9 @@ def parse_recipe(config_cls, argv):
 
 
 def peft_config_from(model_args):
-    """TRL's ``get_peft_config``, defaulting the LoRA targets to every block's attention and MLP projections."""
+    """TRL's ``get_peft_config``, defaulting the LoRA targets to every block's attention and MLP projections.
+
+    (TRL's default task type ``CAUSAL_LM`` is mapped to the plain ``PeftModel`` by ``apply_peft``.)"""
     from trl import get_peft_config
 
     from .models import LORA_TARGET_MODULES

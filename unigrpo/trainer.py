@@ -38,6 +38,7 @@ from .likelihood import NoisedView, answer_token_logps, get_estimator, sequence_
 from .loss import get_loss_normaliser, per_token_loss
 from .masking import get_mask_schedule, loss_eligible_positions
 from .models import load_model, load_tokenizer, resolve_mask_token_id
+from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
 from .rewarding import combine_rewards, resolve_reward_funcs, score_completions
 
@@ -145,9 +146,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
         self.mask_token_id = resolve_mask_token_id(model, processing_class)
         if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
+            model = apply_peft(model, peft_config)
         self.ref_model = None
         if args.beta > 0 and args.kl_reference == "initial" and peft_config is None:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)

@@ -12,7 +12,7 @@ def _check_model_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model path {str(path)!r} does not exist")
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"model path {str(path)!r} has no config.json (is it a model folder?)")
     return path
 
@@ -27,6 +27,8 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_r
     import unigrpo.models  # noqa: F401  (registers the Auto classes)
 
     path = _check_model_dir(path)
+    if not (path / "config.json").is_file():
+        return _load_adapter(path, dtype, trust_remote_code, **kwargs)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForMaskedLM if type(config) in AutoModelForMaskedLM._model_mapping else AutoModel
     model, info = auto.from_pretrained(
@@ -37,6 +39,19 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_r
         detail = "; ".join(f"{k}: {v[:5]}{' …' if len(v) > 5 else ''}" for k, v in problems.items())
         raise ValueError(f"checkpoint {str(path)!r} does not match {type(model).__name__}: {detail}")
     return model
+
+
+def _load_adapter(path: Path, dtype, trust_remote_code: bool, **kwargs):
+    """A PEFT adapter folder (what a LoRA run saves): its base model with the adapter merged in."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"adapter {str(path)!r} does not name its base model (base_model_name_or_path)")
+    model = load_model(resolve_model_path(base), dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
 
 
 def load_tokenizer(path: str | Path, **kwargs):
