@@ -1,6 +1,9 @@
-"""Reward functions for UniGRPO and their registry. Importable without torch.
+"""Reward functions for UniGRPO and their registry (DESIGN §6). Importable without torch (and without sympy: the
+symbolic math check runs in a child process, see ``rewards.math_worker``).
 
-Register your own with ``@register_reward("name")``, or name it in a recipe as ``package.module:function``.
+Built-in: ``math_correctness`` (2.0), ``think_format`` (0.5), ``boxed_format`` (0.5). Register your own with
+``@register_reward("name")``, name it in a recipe as ``package.module:function``, or offer it from another package
+through the ``unigrpo.rewards`` entry-point group.
 """
 
 from . import format, math_correctness  # noqa: F401  (register the built-in rewards)

@@ -1,75 +1,101 @@
-"""``math_correctness``: is the final answer mathematically equal to the reference? (MMaDA: correct = 2.0)
+"""``math_correctness``: is the completion's final answer mathematically equal to the reference? (MMaDA §2.3 and
+Appendix: correct = 2.0, otherwise 0.)
 
-The answer is extracted (last ``\\boxed{}``, ``<answer>`` tag, or text after ``</think>``) and compared with the
-reference symbolically by math-verify with LaTeX parsing only (latex2sympy): integers, decimals, fractions,
-``\\frac``/``\\sqrt``/``\\pi``, percentages, simple units, sets and tuples. Model output is never evaluated as Python:
-math-verify's plain-expression mode calls sympy's ``parse_expr`` (which ``eval``s), so it is not used. Plain numbers
-are compared exactly in-process (the common case, no sympy); everything else runs in a time-limited child process.
+1. Extract the answer (``rewards.extract``): the last balanced ``\\boxed{}``, else an ``<answer>`` tag, else the text
+   after ``</think>`` (order configurable). No answer → 0.
+2. Compare it with the reference (dataset column ``answer``): identical strings and plain numbers in-process (exact,
+   no sympy — the common case); everything else symbolically with math-verify in a child process with a hard time
+   limit per comparison (``rewards.math_worker``). A timeout counts as wrong. Model output is never evaluated as
+   Python: it is parsed as LaTeX only.
+
+What math-verify accepts: integers, decimals, fractions, ``\\frac``/``\\sqrt``/``\\pi``, percentages (``50\\%`` =
+0.5), ``1,000``, simple units (``10\\text{ cm}``), sets, tuples and intervals.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
-from .extract import extract_answer
+from .extract import DEFAULT_ORDER, braces_balanced, check_extractors, extract_answer, reference_answer
+from .math_worker import shared_worker
 from .registry import completion_text, register_reward
-from .sandbox import TimeLimitedWorker
 
-_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # anchored by fullmatch; linear
+CORRECT_REWARD = 2.0  # MMaDA: correctness 2.0 (+ format 0.5)
+TIMEOUT_S = 1.0  # per symbolic comparison; typical ones take ~1 ms
+MAX_ANSWER_CHARS = 1000  # longer "answers" are not answers: wrong without parsing
+
+_PLAIN_NUMBER = re.compile(r"-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")  # fullmatch only; linear
 
 
 def _plain_number(text: str) -> Fraction | None:
-    text = text.strip().replace(",", "") if len(text) < 64 else text
-    return Fraction(text) if _PLAIN_NUMBER.fullmatch(text) else None
+    if len(text) > 40 or not _PLAIN_NUMBER.fullmatch(text):
+        return None
+    return Fraction(text.replace(",", ""))
 
 
-def symbolic_equal(prediction: str, reference: str) -> bool:
-    """math-verify on LaTeX-only parses (runs in the child process)."""
-    import logging
+def answers_match(
+    prediction: str, reference: str, timeout_s: float = TIMEOUT_S, max_chars: int = MAX_ANSWER_CHARS
+) -> bool:
+    """Is the extracted ``prediction`` equal to the ``reference`` answer?
 
-    from math_verify import LatexExtractionConfig, parse, verify
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # the time limit is ours: silence its warning
-    config = [LatexExtractionConfig(try_extract_without_anchor=True)]
-    gold = parse(f"${reference}$", extraction_config=config, parsing_timeout=None)
-    pred = parse(f"${prediction}$", extraction_config=config, parsing_timeout=None)
-    return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
-
-
-_worker = TimeLimitedWorker(symbolic_equal)
-
-
-def answers_match(prediction: str, reference: str, timeout_s: float = 2.0) -> bool:
-    """Exact for plain numbers; symbolic with a hard ``timeout_s`` otherwise (a timeout counts as wrong)."""
-    a, b = _plain_number(prediction), _plain_number(str(reference))
-    if a is not None and b is not None:
-        return a == b
-    try:
-        return bool(_worker(prediction, str(reference), timeout=timeout_s))
-    except (TimeoutError, ValueError):
+    Identical strings → True; two plain numbers → exact comparison (an unequal pair goes on to math-verify unless
+    both are integers, so that verdicts agree with math-verify's rounding of decimals); otherwise math-verify in the
+    worker, with ``timeout_s`` (a timeout → False). Predictions longer than ``max_chars`` → False.
+    """
+    prediction, reference = prediction.strip(), reference.strip()
+    if not prediction or not reference or len(prediction) > max_chars:
         return False
+    if prediction == reference:
+        return True
+    a, b = _plain_number(prediction), _plain_number(reference)
+    if a is not None and b is not None:
+        if a == b:
+            return True
+        if a.denominator == b.denominator == 1 and "." not in prediction + reference:
+            return False
+    if not (braces_balanced(prediction) and braces_balanced(reference)):
+        return False  # would break out of the \boxed{} the worker wraps it in
+    return shared_worker().equivalent(reference, prediction, timeout_s) is True
 
 
 def make_math_correctness(
     answer_column: str = "answer",
-    correct_reward: float = 2.0,
-    extract=("boxed", "answer_tag", "after_think"),
-    timeout_s: float = 2.0,
+    correct_reward: float = CORRECT_REWARD,
+    extract=DEFAULT_ORDER,
+    timeout_s: float = TIMEOUT_S,
+    max_answer_chars: int = MAX_ANSWER_CHARS,
 ):
-    """A ``math_correctness`` reward with another reference column, reward value, extraction order or time limit."""
+    """A ``math_correctness`` reward with another reference column, reward value, extraction order or time limit.
 
-    def math_correctness(prompts, completions, **kwargs) -> list[float | None]:
+    answer_column: dataset column holding the reference answer (``None``/blank in a row → ``None``, not applicable).
+    correct_reward: value for a correct answer (2.0 in MMaDA); wrong, missing or timed-out answers get 0.
+    extract: extractors tried in order, from ``rewards.extract.EXTRACTORS``: ``boxed``, ``answer_tag``,
+        ``after_think``, ``last_number``.
+    timeout_s: hard limit per symbolic comparison, in seconds.
+    """
+    order = check_extractors(extract)
+    if not (timeout_s > 0 and math.isfinite(timeout_s)):
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if not math.isfinite(correct_reward):
+        raise ValueError(f"correct_reward must be finite, got {correct_reward!r}")
+
+    def math_correctness(prompts=None, completions=(), **kwargs) -> list[float | None]:
         if answer_column not in kwargs:
-            raise ValueError(f"math_correctness needs the dataset column {answer_column!r}; got {sorted(kwargs)}")
+            raise ValueError(
+                f"math_correctness needs the dataset column {answer_column!r} (the reference answer); "
+                f"columns given: {sorted(kwargs)}"
+            )
         scores: list[float | None] = []
-        for completion, reference in zip(completions, kwargs[answer_column]):
+        for completion, reference in zip(completions, kwargs[answer_column], strict=True):
+            reference = reference_answer(reference)
             if reference is None:
                 scores.append(None)
                 continue
-            answer = extract_answer(completion_text(completion), extract)
-            correct = answer is not None and answers_match(answer, str(reference), timeout_s)
-            scores.append(correct_reward if correct else 0.0)
+            answer = extract_answer(completion_text(completion), order)
+            correct = answer is not None and answers_match(answer, reference, timeout_s, max_answer_chars)
+            scores.append(float(correct_reward) if correct else 0.0)
         return scores
 
     return math_correctness

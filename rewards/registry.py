@@ -1,90 +1,151 @@
-"""The reward registry and the one way rewards are called.
+"""The reward registry and the one way rewards are called (DESIGN §6).
 
 A reward has TRL's signature: keyword arguments ``prompts``, ``completions`` (and ``completion_ids`` when known),
 the dataset's other columns as lists, and ``**kwargs``; it returns one float per completion, or ``None`` where it
-does not apply. Rewards are found by registered name, by ``package.module:function`` path, or through the
-``unigrpo.rewards`` entry-point group of installed packages. This module imports no torch.
+does not apply. It may be ``async def``. Rewards are found by registered name, by ``package.module:function`` path,
+or through the ``unigrpo.rewards`` entry-point group of installed packages (loaded only when asked for by name).
+
+Third-party registration, in the other package's ``pyproject.toml``::
+
+    [project.entry-points."unigrpo.rewards"]
+    my_reward = "mypkg.rewards:my_reward"
+
+This module imports no torch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "unigrpo.rewards"
 _REGISTRY: dict[str, Callable] = {}
-_entry_points_loaded = False
 
 
-def register_reward(name: str):
+def register_reward(name: str, *, overwrite: bool = False):
     """Decorator: ``@register_reward("my_reward")`` makes the function available to recipes by that name."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"a reward name must be a non-empty string without ':', got {name!r}")
 
     def decorator(func: Callable) -> Callable:
-        if name in _REGISTRY and _REGISTRY[name] is not func:
-            raise ValueError(f"a reward named {name!r} is already registered ({_REGISTRY[name]!r})")
+        if not callable(func):
+            raise TypeError(f"register_reward({name!r}) needs a callable, got {type(func).__name__}")
+        if not overwrite and name in _REGISTRY and _REGISTRY[name] is not func:
+            raise ValueError(
+                f"a reward named {name!r} is already registered ({_REGISTRY[name]!r}); pass overwrite=True to replace it"
+            )
         _REGISTRY[name] = func
         return func
 
     return decorator
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = ep.load()
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def list_rewards() -> list[str]:
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    """Registered names and the names that installed packages offer through entry points (not loaded here)."""
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def _import_path(path: str) -> Callable:
+    """``package.module:function`` (or ``package.module.function``; ``module:Class.attr`` works too)."""
+    if ":" in path:
+        module_name, _, attr_path = path.partition(":")
+    else:
+        module_name, _, attr_path = path.rpartition(".")
+    try:
+        obj = importlib.import_module(module_name)
+        for attr in attr_path.split("."):
+            obj = getattr(obj, attr)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"reward {path!r} cannot be imported: {error}") from error
+    return obj
 
 
 def get_reward(name_or_path: str) -> Callable:
-    """A registered name, or ``package.module:function`` (also ``package.module.function``) → the function."""
-    _load_entry_points()
+    """A registered name, an entry point of group ``unigrpo.rewards``, or an import path → the reward function."""
+    if not isinstance(name_or_path, str):
+        raise TypeError(f"get_reward takes a name or an import path, got {type(name_or_path).__name__}")
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path]
-    if ":" in name_or_path or "." in name_or_path:
-        module_name, _, attr = name_or_path.replace(":", ".").rpartition(".")
+    entry_point = _entry_points().get(name_or_path)
+    if entry_point is not None:
         try:
-            func = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"reward {name_or_path!r} cannot be imported: {error}") from None
-        if not callable(func):
-            raise ValueError(f"reward {name_or_path!r} is not callable")
-        return func
-    raise ValueError(f"unknown reward {name_or_path!r}; registered: {list_rewards()} (or use 'pkg.module:function')")
-
-
-def completion_text(completion) -> str:
-    """Plain text of a completion: a string, or TRL's conversational list of messages (their contents joined)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        return "".join(m.get("content", "") if isinstance(m, dict) else str(m) for m in completion)
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    raise TypeError(f"a completion must be text or a list of messages, got {type(completion).__name__}")
+            func = entry_point.load()
+        except Exception as error:  # a broken third-party package: say which one
+            raise ValueError(f"reward {name_or_path!r} (entry point {entry_point.value!r}) failed to load: {error}") from error
+    elif ":" in name_or_path or "." in name_or_path:
+        func = _import_path(name_or_path)
+    else:
+        raise ValueError(
+            f"unknown reward {name_or_path!r}; valid names: {', '.join(list_rewards())} "
+            "(or give an import path 'package.module:function')"
+        )
+    if not callable(func):
+        raise ValueError(f"reward {name_or_path!r} is not callable (got {type(func).__name__})")
+    if entry_point is not None:
+        _REGISTRY.setdefault(name_or_path, func)
+    return func
 
 
 def reward_name(func: Callable) -> str:
+    """The registered name of ``func`` if it has one, else its ``__name__`` (what error messages and metrics show)."""
     for name, registered in _REGISTRY.items():
         if registered is func:
             return name
+    while isinstance(func, functools.partial):
+        func = func.func
     return getattr(func, "__name__", type(func).__name__)
 
 
+def completion_text(completion) -> str:
+    """Plain text of a completion: a string, or TRL's conversational form ``[{"role": "assistant", "content": …}]``.
+
+    The contents of all non-user messages are joined; a content given as parts (``[{"type": "text", "text": …}]``)
+    contributes its text parts.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return _content_text(completion.get("content", ""))
+    if isinstance(completion, (list, tuple)):
+        return "".join(
+            _content_text(m.get("content", "")) if isinstance(m, dict) else completion_text(m)
+            for m in completion
+            if not (isinstance(m, dict) and m.get("role") in ("user", "system"))
+        )
+    raise TypeError(f"a completion must be text or a list of messages, got {type(completion).__name__}")
+
+
+def _content_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):  # multimodal message parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return "" if content is None else str(content)
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validate_reward_output(name: str, values, n: int) -> list[float | None]:
-    """One value per completion, each a finite number or None; otherwise one clear ValueError."""
-    if not isinstance(values, (list, tuple)):
+    """One value per completion, each a finite real number (bools count) or None → list of float | None.
+
+    Anything else raises one ValueError naming the reward and, for a bad item, its index.
+    """
+    if hasattr(values, "tolist") and not isinstance(values, (list, tuple)):  # numpy array / torch tensor
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
         raise ValueError(f"reward {name!r} returned {type(values).__name__}, expected a list of {n} floats or None")
     if len(values) != n:
         raise ValueError(f"reward {name!r} returned {len(values)} values for {n} completions")
@@ -93,37 +154,43 @@ def validate_reward_output(name: str, values, n: int) -> list[float | None]:
         if value is None:
             out.append(None)
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not isinstance(value, numbers.Real) and hasattr(value, "item") and not isinstance(value, (str, bytes)):
             try:
-                value = float(value)  # numpy / torch scalars
+                value = value.item()  # 0-d numpy array / tensor
             except (TypeError, ValueError):
-                raise ValueError(
-                    f"reward {name!r} returned {value!r} ({type(value).__name__}) at index {i}; expected a number or None"
-                ) from None
+                pass
+        if isinstance(value, (str, bytes)) or not isinstance(value, numbers.Real):
+            raise ValueError(
+                f"reward {name!r} returned {_short_repr(value)} ({type(value).__name__}) at index {i}; "
+                "expected a number or None"
+            )
+        value = float(value)
         if not math.isfinite(value):
-            raise ValueError(f"reward {name!r} returned {value} at index {i}")
-        out.append(float(value))
+            raise ValueError(f"reward {name!r} returned {value} at index {i}; use None for 'not applicable'")
+        out.append(value)
     return out
 
 
-def call_reward(func: Callable, **kwargs) -> list[float | None]:
-    """Call a sync or ``async def`` reward with TRL's keyword arguments and validate what it returns."""
-    n = len(kwargs["completions"])
+def _num_completions(kwargs) -> int:
+    if "completions" not in kwargs:
+        raise TypeError("call_reward needs completions=…, to check that the reward returns one value per completion")
+    return len(kwargs["completions"])
+
+
+def call_reward(func: Callable, /, **kwargs) -> list[float | None]:
+    """Call a sync or ``async def`` reward with TRL's keyword arguments; validate and return its values."""
+    n = _num_completions(kwargs)
     result = func(**kwargs)
     if inspect.isawaitable(result):
-        result = _run_coroutine(result)
+        result = _run_coroutine(_await(result))
     return validate_reward_output(reward_name(func), result, n)
 
 
-async def _gather(awaitables):
-    return await asyncio.gather(*awaitables)
-
-
-def call_rewards_concurrently(funcs: list[Callable], **kwargs) -> list[list[float | None]]:
+def call_rewards_concurrently(funcs: list[Callable], /, **kwargs) -> list[list[float | None]]:
     """Several rewards on the same completions; the ``async def`` ones run concurrently on one event loop."""
-    n = len(kwargs["completions"])
+    n = _num_completions(kwargs)
     results = [func(**kwargs) for func in funcs]
-    pending = [i for i, r in enumerate(results) if inspect.isawaitable(r)]
+    pending = [i for i, result in enumerate(results) if inspect.isawaitable(result)]
     if pending:
         done = _run_coroutine(_gather([results[i] for i in pending]))
         for i, value in zip(pending, done):
@@ -131,12 +198,20 @@ def call_rewards_concurrently(funcs: list[Callable], **kwargs) -> list[list[floa
     return [validate_reward_output(reward_name(f), r, n) for f, r in zip(funcs, results)]
 
 
+async def _await(awaitable):
+    return await awaitable
+
+
+async def _gather(awaitables):
+    return await asyncio.gather(*awaitables)
+
+
 def _run_coroutine(coroutine):
+    """``asyncio.run``, or — when called from inside a running loop (a notebook) — on a private loop in a thread."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coroutine)
-    # Called from inside a running loop (e.g. a notebook): run it on a private loop in a helper thread.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as pool:

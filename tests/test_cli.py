@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from unigrpo.cli import main
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def test_init_tiny_then_generate(tmp_path, capsys):
@@ -110,3 +113,19 @@ def test_lora_run_saves_an_adapter_that_eval_loads(tmp_path, micro_model_dir, ca
     capsys.readouterr()
     assert main(["eval", "--model", str(tmp_path / "lora"), "--config", str(recipe), "--limit", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 4
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_every_recipe_parses_and_validates(recipe):
+    from unigrpo.cli import parse_recipe
+    from unigrpo.config import UniGRPOConfig
+    from unigrpo.models import resolve_model_path
+    from unigrpo.rewarding import resolve_reward_funcs
+    from unigrpo.sft import MaskedSFTConfig
+
+    path = RECIPES / recipe
+    config_cls = MaskedSFTConfig if "sft" in recipe else UniGRPOConfig
+    run_args, config, model_args = parse_recipe(config_cls, ["--config", str(path)])
+    resolve_reward_funcs(run_args.reward_funcs)
+    if not model_args.model_name_or_path.startswith("random-"):
+        assert resolve_model_path(model_args.model_name_or_path).is_dir()

@@ -77,22 +77,27 @@ def summarise(trainer, start: float, kind: str) -> None:
     print("\n".join(lines))
 
 
+def fit(trainer, kind: str) -> int:
+    """Train, save the final model (or adapter) with its tokenizer and the log history, print a summary."""
+    start = time.time()
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    trainer.save_model(trainer.args.output_dir)
+    trainer.save_state()
+    summarise(trainer, start, kind)
+    return 0
+
+
 def cmd_train(argv) -> int:
     from .config import UniGRPOConfig
     from .models import resolve_model_path
     from .trainer import UniGRPOTrainer
 
     run_args, config, model_args = parse_recipe(UniGRPOConfig, argv)
-    model_path = resolve_model_path(model_args.model_name_or_path)
     train, test = load_splits(run_args)
+    model_path = resolve_model_path(model_args.model_name_or_path)
     trainer = UniGRPOTrainer(model_path, run_args.reward_funcs, config, train, test,
                              peft_config=peft_config_from(model_args))
-    start = time.time()
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model(config.output_dir)
-    trainer.save_state()
-    summarise(trainer, start, "UniGRPO")
-    return 0
+    return fit(trainer, "UniGRPO")
 
 
 def cmd_sft(argv) -> int:
@@ -100,15 +105,9 @@ def cmd_sft(argv) -> int:
     from .sft import MaskedSFTConfig, MaskedSFTTrainer
 
     run_args, config, model_args = parse_recipe(MaskedSFTConfig, argv)
-    model_path = resolve_model_path(model_args.model_name_or_path)
     train, test = load_splits(run_args)
-    trainer = MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs)
-    start = time.time()
-    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    trainer.save_model(config.output_dir)
-    trainer.save_state()
-    summarise(trainer, start, "SFT")
-    return 0
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    return fit(MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs), "SFT")
 
 
 def cmd_eval(argv) -> int:
