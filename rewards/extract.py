@@ -102,14 +102,17 @@ def answer_in_text(text: str | None) -> str | None:
     """The answer inside a free-form region (an answer tag, the text after ``</think>``, a reference solution).
 
     In order: the last ``\\boxed{}``; else the last inline-math span; else the whole region if it reads as an
-    expression rather than prose (``\\frac{1}{2}``, ``x=3``, ``50\\%``); else the last number in it.
+    expression rather than prose (``\\frac{1}{2}``, ``x=3``, ``50\\%``); else the last number in it; else the
+    whole region (math-verify then compares it as a string).
     """
     if text is None or not text.strip():
         return None
     for found in (last_boxed(text), last_inline_math(text)):
         if found is not None and found.strip():
             return found.strip()
-    return text.strip() if not looks_like_prose(text) else last_number(text)
+    if looks_like_prose(text):
+        return last_number(text) or text.strip()
+    return text.strip()
 
 
 EXTRACTORS = {
@@ -149,4 +152,4 @@ def reference_answer(reference) -> str | None:
         text = text[text.rfind("####") + 4 :]
     if not text.strip():
         return None
-    return answer_in_text(text) or text.strip()
+    return answer_in_text(text)

@@ -95,7 +95,7 @@ def _check(reference: str, prediction: str, timeout_s: float) -> bytes:
 
 
 def serve() -> None:
-    """The child's loop: one JSON request ``[reference, prediction, timeout_s]`` per line on stdin → one reply line."""
+    """The child's loop: a JSON request ``[reference, prediction, timeout_s]`` per stdin line → a reply line."""
     import signal
 
     replies = sys.stdout.buffer
@@ -135,7 +135,7 @@ class MathWorker:
         return None if self._proc is None else self._proc.pid
 
     def _spawn(self) -> None:
-        code = f"import sys; sys.path[0] = {_PACKAGE_ROOT!r}; from rewards.math_worker import serve; serve()"
+        code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from rewards.math_worker import serve; serve()"
         self._proc = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
         )

@@ -38,7 +38,8 @@ def register_reward(name: str, *, overwrite: bool = False):
             raise TypeError(f"register_reward({name!r}) needs a callable, got {type(func).__name__}")
         if not overwrite and name in _REGISTRY and _REGISTRY[name] is not func:
             raise ValueError(
-                f"a reward named {name!r} is already registered ({_REGISTRY[name]!r}); pass overwrite=True to replace it"
+                f"a reward named {name!r} is already registered ({_REGISTRY[name]!r}); "
+                "pass overwrite=True to replace it"
             )
         _REGISTRY[name] = func
         return func
@@ -81,7 +82,9 @@ def get_reward(name_or_path: str) -> Callable:
         try:
             func = entry_point.load()
         except Exception as error:  # a broken third-party package: say which one
-            raise ValueError(f"reward {name_or_path!r} (entry point {entry_point.value!r}) failed to load: {error}") from error
+            raise ValueError(
+                f"reward {name_or_path!r} (entry point {entry_point.value!r}) failed to load: {error}"
+            ) from error
     elif ":" in name_or_path or "." in name_or_path:
         func = _import_path(name_or_path)
     else:

@@ -61,7 +61,10 @@ def test_boxed_format(completion, expected):
 
 
 def test_conversational_completions():
-    completions = [[{"role": "assistant", "content": "<think>a</think> \\boxed{1}"}], [{"role": "assistant", "content": ""}]]
+    completions = [
+        [{"role": "assistant", "content": "<think>a</think> \\boxed{1}"}],
+        [{"role": "assistant", "content": ""}],
+    ]
     assert run("think_format", completions) == [0.5, 0.0]
     assert run("boxed_format", completions) == [0.5, 0.0]
 

@@ -6,6 +6,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import re  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
@@ -63,6 +64,7 @@ def score(completions, answers, reward=None):
         ("The answer is \\boxed{13}", "#### 13", 2.0),  # GSM8K-style reference
         ("\\boxed{x}", "Let $x$ be it, so \\boxed{5}", 0.0),  # MATH-style reference solution
         ("\\boxed{5}", "Let $x$ be it, so \\boxed{5}", 2.0),
+        ("<answer>\\text{Monday}</answer>", "\\text{Monday}", 2.0),
     ],
 )
 def test_golden_verdicts(completion, answer, expected):
@@ -108,6 +110,7 @@ def test_extraction():
     assert last_inline_math("costs \\$5 and $x+1$") == "x+1" and last_inline_math("$unclosed") is None
     assert answer_in_text("x = \\frac{1}{2}") == "x = \\frac{1}{2}"
     assert answer_in_text("The answer is 42 apples") == "42"
+    assert answer_in_text("It is \\text{Monday}.") == "It is \\text{Monday}."  # no number: math-verify decides
     assert reference_answer("steps...\n#### 1,234") == "1,234" and reference_answer(7) == "7"
     assert reference_answer(None) is None and reference_answer("Monday") == "Monday"
 
@@ -165,6 +168,12 @@ def test_worker_is_killed_when_it_cannot_be_interrupted():
         assert worker.equivalent("\\frac12", "0.5", 5.0) is True and worker.pid != stuck
     finally:
         worker.close()
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="did not start"):
+        MathWorker(startup_timeout_s=10).equivalent("1", "2", 1.0)
 
 
 def test_no_python_evaluation_of_model_output(tmp_path):

@@ -45,7 +45,7 @@ def evaluate_accuracy(
     if rows and is_conversational(rows[0]):
         completions = [[{"role": "assistant", "content": c}] for c in completions]
     columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
-    per_func = score_completions(reward_funcs, reward_names, prompts, completions, batch.completion_ids.tolist(), columns)
+    per_func = score_completions(reward_funcs, prompts, completions, batch.completion_ids.tolist(), columns)
     correct = per_func[:, acc_index].nan_to_num(0.0) > 0
     eos = tokenizer.eos_token_id
     lengths = (batch.completion_ids != eos).sum(dim=1).float() if eos is not None else None

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rewards import call_reward, get_reward
+from rewards import call_rewards_concurrently, get_reward
 
 
 def resolve_reward_funcs(reward_funcs) -> tuple[list, list[str]]:
@@ -25,14 +25,15 @@ def resolve_reward_funcs(reward_funcs) -> tuple[list, list[str]]:
     return funcs, names
 
 
-def score_completions(funcs, names, prompts, completions, completion_ids, columns: dict[str, list]) -> torch.Tensor:
-    """Each reward on every completion → (N, F) float tensor; ``None`` (not applicable) becomes NaN."""
-    scores = []
-    for func, name in zip(funcs, names):
-        values = call_reward(
-            func, prompts=prompts, completions=completions, completion_ids=completion_ids, **columns
-        )
-        scores.append([math.nan if v is None else float(v) for v in values])
+def score_completions(funcs, prompts, completions, completion_ids, columns: dict[str, list]) -> torch.Tensor:
+    """Each reward on every completion → (N, F) float tensor; ``None`` (not applicable) becomes NaN.
+
+    ``async def`` rewards (e.g. a judge server) run concurrently; every output is validated (length, finiteness).
+    """
+    results = call_rewards_concurrently(
+        funcs, prompts=prompts, completions=completions, completion_ids=completion_ids, **columns
+    )
+    scores = [[math.nan if v is None else float(v) for v in values] for values in results]
     return torch.tensor(scores, dtype=torch.float32).T.reshape(len(completions), len(funcs))
 
 

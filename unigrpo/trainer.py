@@ -230,7 +230,6 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         with self.timer("rewards"):
             per_func = score_completions(
                 self.reward_funcs,
-                self.reward_names,
                 [p for p in prompts for _ in range(G)],
                 completions,
                 batch.completion_ids.tolist(),
