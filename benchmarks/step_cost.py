@@ -36,8 +36,10 @@ def measure(beta: float, mu: int, cycles: int = 3) -> dict:
     trainer.train()
     answers = cycles * 128
     inner_steps = cycles * mu
-    logs = [e for e in trainer.state.log_history if "timing/rollout" in e or "timing/update" in e]
-    mean = lambda key: sum(e.get(key, 0.0) for e in logs) / max(len(logs), 1)  # noqa: E731
+    def mean(key: str) -> float:  # over the logged steps where the phase ran (rollouts run every μ-th step)
+        values = [e[key] for e in trainer.state.log_history if key in e]
+        return sum(values) / max(len(values), 1)
+
     return {
         "beta": beta,
         "mu": mu,
@@ -45,8 +47,8 @@ def measure(beta: float, mu: int, cycles: int = 3) -> dict:
         "old_fwd_per_answer_per_inner_step": trainer.forward_counts["old"] / answers / mu,
         "ref_fwd_per_answer_per_inner_step": trainer.forward_counts["ref"] / answers / mu,
         "s_per_optimizer_step": round(trainer.state.log_history[-1]["train_runtime"] / inner_steps, 3),
-        "timing_rollout_s": round(mean("timing/rollout"), 3),
-        "timing_update_s": round(mean("timing/update"), 3),
+        "timing_rollout_s_per_rollout": round(mean("timing/rollout"), 3),
+        "timing_update_s_per_inner_step": round(mean("timing/update"), 3),
     }
 
 
