@@ -12,7 +12,9 @@ from .registry import (
     call_rewards_concurrently,
     completion_text,
     get_reward,
+    invoke_reward,
     list_rewards,
+    reward_name,
     register_reward,
     validate_reward_output,
 )
@@ -22,7 +24,9 @@ __all__ = [
     "call_rewards_concurrently",
     "completion_text",
     "get_reward",
+    "invoke_reward",
     "list_rewards",
+    "reward_name",
     "register_reward",
     "validate_reward_output",
 ]

@@ -180,13 +180,18 @@ def _num_completions(kwargs) -> int:
     return len(kwargs["completions"])
 
 
-def call_reward(func: Callable, /, **kwargs) -> list[float | None]:
-    """Call a sync or ``async def`` reward with TRL's keyword arguments; validate and return its values."""
-    n = _num_completions(kwargs)
+def invoke_reward(func: Callable, /, **kwargs):
+    """Call a sync or ``async def`` reward and return what it returned, unvalidated."""
     result = func(**kwargs)
     if inspect.isawaitable(result):
         result = _run_coroutine(_await(result))
-    return validate_reward_output(reward_name(func), result, n)
+    return result
+
+
+def call_reward(func: Callable, /, **kwargs) -> list[float | None]:
+    """Call a sync or ``async def`` reward with TRL's keyword arguments; validate and return its values."""
+    n = _num_completions(kwargs)
+    return validate_reward_output(reward_name(func), invoke_reward(func, **kwargs), n)
 
 
 def call_rewards_concurrently(funcs: list[Callable], /, **kwargs) -> list[list[float | None]]:

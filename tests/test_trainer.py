@@ -179,6 +179,11 @@ def test_reward_with_wrong_length_is_a_clear_error(micro_model_dir, tmp_path):
     def short_reward(completions, **kwargs):
         return [1.0]
 
-    trainer = make_trainer(micro_model_dir, tmp_path, reward=short_reward)
-    with pytest.raises(ValueError, match="short_reward"):
-        trainer.make_rollouts(first_rows(trainer))
+    with pytest.raises(ValueError, match="short_reward"):  # caught by the pre-flight call, before training
+        make_trainer(micro_model_dir, tmp_path, reward=short_reward)
+
+    def text_reward(completions, **kwargs):
+        return ["good"] * len(completions)
+
+    with pytest.raises(ValueError, match="text_reward.*'good'"):
+        make_trainer(micro_model_dir, tmp_path, reward=text_reward)

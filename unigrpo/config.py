@@ -14,6 +14,7 @@ from .advantages import SCALE_REWARDS
 from .likelihood import ESTIMATORS
 from .loss import LOSS_TYPES
 from .masking import MASK_SCHEDULES
+from .rewarding import REWARD_ERRORS
 
 KL_REFERENCES = ("initial", "rollout")
 REMASKING = ("low_confidence", "random")
@@ -70,6 +71,11 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     loss_type: str = field(default="grpo", metadata=_help(f"Loss normalisation: {sorted(LOSS_TYPES)}."))
     scale_rewards: str = field(default="group", metadata=_help(f"Advantage scaling: {SCALE_REWARDS}."))
     reward_weights: list[float] | None = field(default=None, metadata=_help("Weight per reward function (default 1)."))
+    reward_errors: str = field(
+        default="raise",
+        metadata=_help("A reward that raises on a sample: 'raise' (fail, naming reward and sample) or 'skip' "
+                       "(that reward becomes None for the sample; counted in rewards/<name>/skipped)."),
+    )
     log_completions: bool = field(
         default=False, metadata=_help("Write prompts, completions, rewards and advantages to completions/*.jsonl.")
     )
@@ -105,6 +111,7 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             "likelihood_estimator": (self.likelihood_estimator, sorted(ESTIMATORS)),
             "kl_reference": (self.kl_reference, list(KL_REFERENCES)),
             "remasking": (self.remasking, list(REMASKING)),
+            "reward_errors": (self.reward_errors, list(REWARD_ERRORS)),
         }
         for key, (value, valid) in choices.items():
             if value not in valid:

@@ -30,6 +30,7 @@ def evaluate_accuracy(
     batch_size: int = 64,
     seed: int = 0,
     return_completions: bool = False,
+    reward_errors: str = "raise",
 ) -> dict:
     """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length[, completions]}."""
     if accuracy_reward is not None and accuracy_reward not in reward_names:
@@ -45,7 +46,8 @@ def evaluate_accuracy(
     if rows and is_conversational(rows[0]):
         completions = [[{"role": "assistant", "content": c}] for c in completions]
     columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
-    per_func = score_completions(reward_funcs, prompts, completions, batch.completion_ids.tolist(), columns)
+    per_func = score_completions(reward_funcs, prompts, completions, batch.completion_ids.tolist(), columns,
+                                 reward_errors).values
     correct = per_func[:, acc_index].nan_to_num(0.0) > 0
     eos = tokenizer.eos_token_id
     lengths = (batch.completion_ids != eos).sum(dim=1).float() if eos is not None else None
@@ -88,6 +90,7 @@ class GenerationEvalMixin:
             accuracy_reward=self.args.accuracy_reward,
             batch_size=self.args.per_device_eval_batch_size,
             seed=self.args.seed,
+            reward_errors=getattr(self.args, "reward_errors", "raise"),
         )
         metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in results.items()}
         self.log(metrics)

@@ -70,7 +70,11 @@ def dr_grpo_normalise(values, score_mask, answer_index, num_answers, max_len, gl
 
 
 def dapo_normalise(values, score_mask, answer_index, num_answers, max_len, global_tokens=None):
-    """``dapo``: sum over masked tokens / masked tokens of the whole accumulated batch (``global_tokens``)."""
+    """``dapo``: sum over masked tokens / ``global_tokens``, the masked-token count of the whole batch.
+
+    Without ``global_tokens`` the count is the micro-batch's, which equals ``bnpo`` on one process; the
+    trainer does not yet pass a count gathered over accumulation steps and ranks (see issue #10).
+    """
     mask = score_mask.float()
     denominator = mask.sum() if global_tokens is None else torch.as_tensor(global_tokens, dtype=mask.dtype)
     return (values * mask).sum() / denominator.clamp(min=1.0)

@@ -40,7 +40,7 @@ from .masking import get_mask_schedule, loss_eligible_positions
 from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
-from .rewarding import combine_rewards, resolve_reward_funcs, score_completions
+from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 
 
 class RepeatedBatchSampler(Sampler):
@@ -138,6 +138,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                 raise ValueError(f"{name} has no 'prompt' column (columns: {dataset.column_names})")
         if train_dataset is None:
             raise ValueError("train_dataset is required")
+        preflight_rewards(self.reward_funcs, train_dataset)
 
         if isinstance(model, (str, os.PathLike)):
             processing_class = processing_class or load_tokenizer(model)
@@ -228,13 +229,15 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             completions = [[{"role": "assistant", "content": c}] for c in completions]
         columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
         with self.timer("rewards"):
-            per_func = score_completions(
+            scores = score_completions(
                 self.reward_funcs,
                 [p for p in prompts for _ in range(G)],
                 completions,
                 batch.completion_ids.tolist(),
                 columns,
+                args.reward_errors,
             )
+        per_func = scores.values
         rewards = combine_rewards(per_func, self.reward_weights)
         advantages, zero_std = group_advantages(rewards, G, args.scale_rewards)
         eligible = loss_eligible_positions(batch.completion_ids, self.processing_class.eos_token_id, args.eos_in_loss)
@@ -242,7 +245,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         with self.timer("logps"):
             old_logps = [self.view_logps("old", v, batch.completion_ids) for v in views]
             ref_logps = [self.view_logps("ref", v, batch.completion_ids) for v in views]
-        self.log_rollout_metrics(rewards, per_func, zero_std, eligible)
+        self.log_rollout_metrics(rewards, per_func, zero_std, eligible, scores.skipped)
         if args.log_completions:
             self.write_completions(prompts, G, batch.completions, per_func, rewards, advantages)
         return Rollouts(batch.completion_ids, advantages.to(batch.completion_ids.device), views, old_logps, ref_logps)
@@ -302,7 +305,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         return loss
 
     # ------------------------------------------------------------------ metrics and logs
-    def log_rollout_metrics(self, rewards, per_func, zero_std, eligible) -> None:
+    def log_rollout_metrics(self, rewards, per_func, zero_std, eligible, skipped) -> None:
         m = self._metrics
         m["reward"].append(rewards.mean().item())
         m["reward_std"].append(rewards.view(-1, self.args.num_generations).std(dim=1).mean().item())
@@ -310,6 +313,8 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             column = per_func[:, i]
             m[f"rewards/{name}/mean"].append(torch.nanmean(column).item())
             m[f"rewards/{name}/std"].append(column[~column.isnan()].std().item() if column.isfinite().sum() > 1 else 0.0)
+            if self.args.reward_errors == "skip":
+                m[f"rewards/{name}/skipped"].append(float(skipped[i]))
         m["frac_reward_zero_std"].append(zero_std.float().mean().item())
         content = eligible.sum(dim=1).float() - float(self.args.eos_in_loss > 0)
         m["completions/mean_length"].append(content.clamp(min=0).mean().item())
