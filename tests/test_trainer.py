@@ -187,3 +187,12 @@ def test_reward_with_wrong_length_is_a_clear_error(micro_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="text_reward.*'good'"):
         make_trainer(micro_model_dir, tmp_path, reward=text_reward)
+
+
+def test_model_given_as_a_path_or_a_shipped_checkpoint_name(micro_model_dir, tmp_path):
+    by_path = UniGRPOTrainer(str(micro_model_dir), [count_target_reward], make_config(tmp_path), prompts_dataset())
+    assert by_path.mask_token_id == by_path.processing_class.mask_token_id
+    by_name = UniGRPOTrainer("tiny-arith-sft", ["math_correctness"], make_config(tmp_path), prompts_dataset())
+    assert by_name.model.config.d_model == 128
+    with pytest.raises(FileNotFoundError, match="not a built-in checkpoint"):
+        UniGRPOTrainer("no-such-model", [count_target_reward], make_config(tmp_path), prompts_dataset())

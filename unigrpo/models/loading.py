@@ -26,7 +26,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_r
     """
     import unigrpo.models  # noqa: F401  (registers the Auto classes)
 
-    path = _check_model_dir(path)
+    path = resolve_model_path(path)
     if not (path / "config.json").is_file():
         return _load_adapter(path, dtype, trust_remote_code, **kwargs)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -56,8 +56,7 @@ def _load_adapter(path: Path, dtype, trust_remote_code: bool, **kwargs):
 
 def load_tokenizer(path: str | Path, **kwargs):
     """``AutoTokenizer.from_pretrained`` on a local folder, padding on the left (prompts are left-padded)."""
-    path = _check_model_dir(path) if Path(path).is_dir() or not Path(path).exists() else Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(path), **kwargs)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -89,7 +88,7 @@ def builtin_checkpoints() -> list[str]:
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A model folder, or the name of a shipped checkpoint (e.g. ``tiny-arith-sft``) → its folder."""
+    """A model folder, the name of a shipped checkpoint (e.g. ``tiny-arith-sft``), or ``random-<preset>`` → folder."""
     if name_or_path is None:
         raise ValueError("no model given: set model_name_or_path in the recipe or pass --model")
     path = Path(name_or_path)
