@@ -3,13 +3,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c .ci/constraints.txt
-EXTRAS ?= dev
+EXTRAS ?= dev,image
 
 .PHONY: setup demo test sft-demo bench
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml .ci/constraints.txt
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PIP) torch==2.14.1 torchvision==0.29.1
