@@ -6,7 +6,7 @@ Built-in: ``math_correctness`` (2.0), ``think_format`` (0.5), ``boxed_format`` (
 through the ``unigrpo.rewards`` entry-point group.
 """
 
-from . import clip, format, math_correctness  # noqa: F401  (register the built-in rewards)
+from . import clip, format, judge, math_correctness  # noqa: F401  (register the built-in rewards)
 from .registry import (
     call_reward,
     call_rewards_concurrently,
