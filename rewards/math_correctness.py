@@ -23,16 +23,35 @@ from .math_worker import shared_worker
 from .registry import completion_text, register_reward
 
 CORRECT_REWARD = 2.0  # MMaDA: correctness 2.0 (+ format 0.5)
-TIMEOUT_S = 1.0  # per symbolic comparison; typical ones take ~1 ms
+TIMEOUT_S = 0.5  # per symbolic comparison; typical ones take 1–6 ms, so hostile input stays under 1 s
 MAX_ANSWER_CHARS = 1000  # longer "answers" are not answers: wrong without parsing
 
 _PLAIN_NUMBER = re.compile(r"-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")  # fullmatch only; linear
+_INTEGER = r"-?[0-9]{1,18}"
+# Exact rationals written without decimals: \frac{p}{q}, \dfrac{p}{q}, -\frac{p}{q}, p/q (fullmatch; linear).
+# Percentages go to math-verify, which also accepts "50" for "50\%".
+_LATEX_FRACTION = re.compile(rf"(-?)\\d?frac\{{({_INTEGER})\}}\{{({_INTEGER})\}}")
+_SLASH_FRACTION = re.compile(rf"({_INTEGER})/({_INTEGER})")
 
 
 def _plain_number(text: str) -> Fraction | None:
     if len(text) > 40 or not _PLAIN_NUMBER.fullmatch(text):
         return None
     return Fraction(text.replace(",", ""))
+
+
+def _exact_rational(text: str) -> Fraction | None:
+    """An integer or a fraction written exactly (no decimals) → its value; else None."""
+    if len(text) > 60:
+        return None
+    if re.fullmatch(_INTEGER, text):
+        return Fraction(int(text))
+    if m := _LATEX_FRACTION.fullmatch(text):
+        sign, p, q = m.groups()
+        return None if int(q) == 0 else Fraction(int(p), int(q)) * (-1 if sign else 1)
+    if m := _SLASH_FRACTION.fullmatch(text):
+        return None if int(m.group(2)) == 0 else Fraction(int(m.group(1)), int(m.group(2)))
+    return None
 
 
 def answers_match(
@@ -42,13 +61,19 @@ def answers_match(
 
     Identical strings → True; two plain numbers → exact comparison (an unequal pair goes on to math-verify unless
     both are integers, so that verdicts agree with math-verify's rounding of decimals); otherwise math-verify in the
-    worker, with ``timeout_s`` (a timeout → False). Predictions longer than ``max_chars`` → False.
+    worker, with ``timeout_s`` (a timeout → False). Exact rationals on both sides (integers, ``\\frac{p}{q}``, ``p/q``)
+    are compared exactly in-process. Unequal answers longer than ``max_chars`` → False.
     """
     prediction, reference = prediction.strip(), reference.strip()
-    if not prediction or not reference or len(prediction) > max_chars:
+    if not prediction or not reference:
         return False
     if prediction == reference:
         return True
+    if len(prediction) > max_chars or len(reference) > max_chars:
+        return False
+    x, y = _exact_rational(prediction), _exact_rational(reference)
+    if x is not None and y is not None:
+        return x == y  # both exact rationals: the verdict is exact, no sympy needed
     a, b = _plain_number(prediction), _plain_number(reference)
     if a is not None and b is not None:
         if a == b:
@@ -88,13 +113,16 @@ def make_math_correctness(
                 f"columns given: {sorted(kwargs)}"
             )
         scores: list[float | None] = []
+        verdicts: dict[tuple[str, str], bool] = {}  # the G answers of one prompt often repeat: check each pair once
         for completion, reference in zip(completions, kwargs[answer_column], strict=True):
             reference = reference_answer(reference)
             if reference is None:
                 scores.append(None)
                 continue
             answer = extract_answer(completion_text(completion), order)
-            correct = answer is not None and answers_match(answer, reference, timeout_s, max_answer_chars)
+            if answer is not None and (answer, reference) not in verdicts:
+                verdicts[(answer, reference)] = answers_match(answer, reference, timeout_s, max_answer_chars)
+            correct = answer is not None and verdicts[(answer, reference)]
             scores.append(float(correct_reward) if correct else 0.0)
         return scores
 

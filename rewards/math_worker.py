@@ -119,7 +119,7 @@ class MathWorker:
     """The parent's handle on one child: ``worker.equivalent(reference, prediction, timeout_s)`` → True/False, or
     None when the time limit was hit (or the child died). Thread-safe (one comparison at a time)."""
 
-    def __init__(self, kill_grace_s: float = 0.5, startup_timeout_s: float = 120.0):
+    def __init__(self, kill_grace_s: float = 0.3, startup_timeout_s: float = 120.0):
         self.kill_grace_s = kill_grace_s
         self.startup_timeout_s = startup_timeout_s
         self.owner_pid = os.getpid()
