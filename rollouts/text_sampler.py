@@ -4,54 +4,69 @@ The answer canvas of L = ``gen_length`` positions starts fully masked and is cut
 generated left to right. ``steps`` are split evenly over the blocks; inside a block, the number of tokens committed
 per step is the block's masked count split evenly over its steps (remainder to the first steps). Each step:
 
-    logits  = model(x)                        (with CFG: u + (s+1)(c − u), u = prompt replaced by masks)
-    x0      = argmax(logits/τ + Gumbel)       (float64 noise; plain argmax at τ = 0)
-    conf    = softmax(logits)[x0]             (low_confidence)  |  U(0,1)  (random)
-    conf    = −inf outside the current block and on committed positions
-    commit the k most confident masked positions of the block
+    logits = model(x)                        (CFG: u + (s+1)(c − u), u = real prompt tokens replaced by masks)
+    logits[mask id] = −inf                   (a committed token is never the mask itself)
+    x0     = argmax(logits/τ + g), g~Gumbel  (float64 noise; plain argmax at τ = 0)
+    conf   = softmax(logits)[x0]             (low_confidence)  |  U(0, 1)  (random)
+    conf   = −inf outside the current block and on already committed positions
+    commit the k_b,i most confident masked positions of the block, for row b at step i
 
-Legend: gen_length ↔ L, block_length ↔ block size, steps ↔ total denoising steps, temperature ↔ τ, cfg_scale ↔ s.
-The sampler knows nothing of training; its only model call is ``model(input_ids, attention_mask).logits``.
+Legend (code → paper): gen_length → L, block_length → block size, steps → N (sampling steps), temperature → τ,
+cfg_scale → s (guidance scale), ``num_transfer_tokens`` → tokens unmasked per step, ``x0`` → predicted clean tokens.
+Shapes: B rows, P prompt positions (left-padded), L answer positions, T = P + L, V vocabulary, K = block_length.
+The sampler knows nothing of training; its only model call is ``model(x).logits`` (plus ``attention_mask`` when the
+prompts are padded). Every random draw comes from ``generator``, so seeded runs reproduce.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-REMASKING = ("low_confidence", "random")
-
 
 @dataclass
 class SamplerConfig:
-    """Sampler options; ``__post_init__`` rejects impossible combinations with one clear error each."""
+    """Options of the plain LLaDA sampler; ``__post_init__`` rejects bad values with one clear error each."""
 
     gen_length: int = 64
+    """L: answer canvas length (LLaDA/MMaDA publish 256–1024)."""
     block_length: int = 32
+    """Semi-autoregressive block size; must divide ``gen_length`` (published 32–64; = gen_length is one block)."""
     steps: int = 32
+    """Denoising steps for the whole answer, split evenly over the blocks (published: gen_length / 2)."""
     temperature: float = 0.0
+    """τ of the Gumbel-max sampling of x0; 0 = argmax (greedy)."""
     remasking: str = "low_confidence"
+    """Which masked positions to commit each step: ``low_confidence`` (most probable first) or ``random``."""
     cfg_scale: float = 0.0
+    """s, classifier-free guidance: logits = u + (s+1)(c − u), u with the prompt masked; 0 = off (one forward)."""
 
     def __post_init__(self):
         for key in ("gen_length", "block_length", "steps"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key}={value!r} must be a positive integer")
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length={self.gen_length} is not divisible by block_length={self.block_length}")
+        if self.steps < self.num_blocks:
+            raise ValueError(
+                f"steps={self.steps} is fewer than the number of blocks (gen_length/block_length = "
+                f"{self.num_blocks}); every block needs at least one step"
+            )
         if self.steps % self.num_blocks:
             raise ValueError(
                 f"steps={self.steps} is not divisible by the number of blocks "
                 f"(gen_length/block_length = {self.num_blocks})"
             )
         if self.remasking not in REMASKING:
-            raise ValueError(f"remasking={self.remasking!r} is not valid; choose one of {list(REMASKING)}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be ≥ 0")
-        if self.cfg_scale < 0:
-            raise ValueError(f"cfg_scale={self.cfg_scale} must be ≥ 0")
+            raise ValueError(f"remasking={self.remasking!r} is not valid; choose one of {sorted(REMASKING)}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise ValueError(f"temperature={self.temperature!r} must be a finite number ≥ 0")
+        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+            raise ValueError(f"cfg_scale={self.cfg_scale!r} must be a finite number ≥ 0")
 
     @property
     def num_blocks(self) -> int:
@@ -64,62 +79,128 @@ class SamplerConfig:
 
 @dataclass
 class SamplerOutput:
-    """sequences (B, P+L): prompt as given + answer; completion_ids (B, L); commit_step (B, L): the global step
-    (0-based) at which each answer position was committed (the decoding order)."""
+    """What one call of a sampler returns."""
 
-    sequences: torch.Tensor
-    completion_ids: torch.Tensor
-    commit_step: torch.Tensor
+    sequences: torch.LongTensor
+    """(B, P+L): the prompt exactly as given (left padding included), then the answer."""
+    completion_ids: torch.LongTensor
+    """(B, L): the answer; after its first EOS everything is EOS (when an EOS id was given)."""
+    commit_step: torch.LongTensor
+    """(B, L): the global step (0-based) at which each answer position was committed — the decoding order."""
+
+
+# ---- schedule ------------------------------------------------------------------------------------------------------
 
 
 def num_transfer_tokens(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
-    """Tokens to commit at each of ``steps`` steps: masked_count (B,) split evenly, remainder first → (B, steps)."""
-    base = masked_count[:, None] // steps
-    remainder = masked_count[:, None] % steps
-    return base + (torch.arange(steps, device=masked_count.device)[None, :] < remainder).long()
+    """Tokens to commit at each of ``steps`` steps (LLaDA ``generate.py``, ``get_num_transfer_tokens``).
+
+    LLaDA's linear noise schedule makes the expected number of tokens unmasked per step constant, so each row's
+    masked count is split evenly and the remainder goes to the first steps. masked_count (B,) → (B, steps).
+    """
+    base = masked_count[:, None] // steps  # (B, 1)
+    remainder = masked_count[:, None] % steps  # (B, 1)
+    return base + (torch.arange(steps, device=masked_count.device) < remainder).long()  # (B, steps)
+
+
+# ---- randomness: every draw goes through the caller's generator ----------------------------------------------------
+
+
+def uniform(shape, generator: torch.Generator | None, device, dtype=torch.float64) -> torch.Tensor:
+    """U[0, 1) of ``shape`` drawn from ``generator`` on the generator's own device, then moved to ``device``."""
+    source = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
 def gumbel_max_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """argmax(logits/τ + g), g ~ Gumbel(0, 1), in float64 (low precision Gumbel noise degrades sample quality,
-    as LLaDA's generate.py notes). At τ = 0 the plain argmax."""
+    """x0 ~ softmax(logits / τ) by Gumbel-max: argmax(logits/τ + g), g = −log(−log u); plain argmax at τ = 0.
+
+    LLaDA's ``add_gumbel_noise`` draws in float64 because low-precision Gumbel noise lowers generation quality
+    (arXiv:2409.02908); it writes exp(l) / (−log u)^τ, whose argmax is the same as that of l/τ + g here (and this
+    form cannot overflow). logits (..., V) → token ids (...).
+    """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    u = torch.rand(logits.shape, dtype=torch.float64, generator=generator, device=logits.device)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    u = uniform(logits.shape, generator, logits.device)  # (..., V) float64
+    gumbel = -torch.log(-torch.log(u))  # u = 0 gives −inf: that token is never drawn
     return (logits.to(torch.float64) / temperature + gumbel).argmax(dim=-1)
 
 
-def commit_confidence(logits, x0, remasking: str, generator) -> torch.Tensor:
-    """Confidence of each proposal: softmax prob of the chosen token (low_confidence) or U(0,1) (random)."""
-    if remasking == "low_confidence":
-        probs = torch.softmax(logits.float(), dim=-1)
-        return probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-    return torch.rand(x0.shape, generator=generator, device=x0.device)
+# ---- confidence: one function per remasking strategy, all with the same signature ----------------------------------
+
+
+def chosen_token_probability(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
+    """softmax(logits)[x0] (``low_confidence``), as exp(l[x0] − logsumexp l) in float32 without a (…, V) softmax.
+
+    Taken from the logits before the Gumbel noise, as in LLaDA. logits (B, K, V), x0 (B, K) → (B, K).
+    """
+    logits = logits.float()
+    chosen = logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, K)
+    return torch.exp(chosen - torch.logsumexp(logits, dim=-1))
+
+
+def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
+    """U(0, 1) per position (``random`` remasking): commit k random masked positions. → (B, K)."""
+    return uniform(x0.shape, generator, x0.device)
+
+
+REMASKING = {"low_confidence": chosen_token_probability, "random": random_confidence}
 
 
 def select_commits(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The k[b] highest-confidence positions of each row → bool (B, T). Ties go to the earlier position."""
-    order = torch.argsort(confidence, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return ranks < k[:, None]
+    """The k[b] most confident positions of each row b → bool (B, K); ties go to the earlier position.
+
+    A per-row top-k with a different k in each row, vectorised: the rank of each position in its row's descending
+    (stable) order, compared with k. confidence (B, K), k (B,).
+    """
+    order = torch.argsort(confidence, dim=1, descending=True, stable=True)  # (B, K) positions, best first
+    positions = torch.arange(confidence.shape[1], device=confidence.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)  # (B, K) rank of each position
+    return rank < k[:, None]
 
 
-def guided_logits(model, x, attention_mask, prompt_len: int, prompt_real, mask_token_id: int, cfg_scale: float):
-    """Logits of x, with classifier-free guidance u + (s+1)(c − u) when cfg_scale > 0 (one batched forward)."""
+# ---- the model call ------------------------------------------------------------------------------------------------
+
+
+def model_logits(model, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """``model(x).logits`` (B, T, V); the attention mask is passed only when there is padding."""
+    if attention_mask is None:
+        return model(x).logits
+    return model(x, attention_mask=attention_mask).logits
+
+
+def guided_logits(model, x, attention_mask, unconditional_prompt, cfg_scale: float, window: slice) -> torch.Tensor:
+    """Logits of x at ``window`` positions → (B, K, V); with CFG, u + (s+1)(c − u) (LLaDA ``generate``, cfg_scale).
+
+    The unconditional rows are x with the prompt replaced by ``unconditional_prompt`` (real tokens → mask id); both
+    halves go through one forward by concatenation along the batch.
+    """
     if cfg_scale == 0:
-        return model(input_ids=x, attention_mask=attention_mask).logits
-    unconditional = x.clone()
-    unconditional[:, :prompt_len] = torch.where(prompt_real, mask_token_id, x[:, :prompt_len])
-    both_mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
-    logits = model(input_ids=torch.cat([x, unconditional]), attention_mask=both_mask).logits
-    cond, uncond = logits.chunk(2)
+        return model_logits(model, x, attention_mask)[:, window]
+    P = unconditional_prompt.shape[1]
+    unconditional = torch.cat([unconditional_prompt, x[:, P:]], dim=1)  # (B, T)
+    both_mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])  # (2B, T)
+    cond, uncond = model_logits(model, torch.cat([x, unconditional]), both_mask)[:, window].chunk(2)  # (B, K, V) ×2
     return uncond + (cfg_scale + 1) * (cond - uncond)
 
 
+def forbid_token(logits: torch.Tensor, token_id: int) -> torch.Tensor:
+    """logits with ``token_id``'s column at −inf (a copy). The mask id must never be committed: a committed mask
+    would be taken for an open position again, breaking the per-step counts and leaving masks in the answer. A
+    trained LLaDA never predicts it, so this changes nothing there; random and barely trained models do."""
+    return logits.index_fill(-1, torch.tensor([token_id], device=logits.device), -torch.inf)
+
+
+# ---- post-processing -----------------------------------------------------------------------------------------------
+
+
 def truncate_after_eos(completion: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Everything after the first EOS becomes EOS (the canvas's padding)."""
-    after_eos = torch.cumsum((completion == eos_token_id).long(), dim=1) > 0
+    """Everything after the first EOS becomes EOS: the answer canvas is right-padded with EOS (DESIGN §3.8)."""
+    after_eos = torch.cumsum((completion == eos_token_id).long(), dim=1) > 0  # (B, L)
     return completion.masked_fill(after_eos, eos_token_id)
+
+
+# ---- the sampler ---------------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -133,41 +214,51 @@ def generate_text(
     config: SamplerConfig,
     generator: torch.Generator | None = None,
 ) -> SamplerOutput:
-    """Sample answers for left-padded prompts (B, P) with their padding mask (B, P) (1 = token, 0 = pad)."""
-    B, P = prompt_ids.shape
-    L, device = config.gen_length, prompt_ids.device
-    x = torch.cat([prompt_ids, torch.full((B, L), mask_token_id, dtype=prompt_ids.dtype, device=device)], dim=1)
-    prompt_real = torch.ones_like(prompt_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    full_mask = None
-    if attention_mask is not None and not bool(attention_mask.all()):
+    """Sample answers for left-padded prompts (B, P) with their padding mask (B, P) (1 = token, 0 = pad).
+
+    LLaDA ``generate`` with blocks (LLaDA's semi-autoregressive remasking). Only positions of the current
+    block are candidates, which is the same as giving every other position confidence −inf.
+    """
+    if prompt_ids.dim() != 2:
+        raise ValueError(f"prompt_ids must be (B, P), got shape {tuple(prompt_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != prompt_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids {tuple(prompt_ids.shape)}")
+    (B, P), L, K, device = prompt_ids.shape, config.gen_length, config.block_length, prompt_ids.device
+    answer = torch.full((B, L), mask_token_id, dtype=prompt_ids.dtype, device=device)
+    x = torch.cat([prompt_ids, answer], dim=1)  # (B, T)
+    real = torch.ones_like(prompt_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    unconditional_prompt = prompt_ids.masked_fill(real, mask_token_id)  # (B, P) pads stay pads
+    full_mask = None  # (B, T) only when some prompt is padded
+    if attention_mask is not None and not bool(real.all()):
         full_mask = torch.cat([attention_mask, torch.ones(B, L, dtype=attention_mask.dtype, device=device)], dim=1)
     commit_step = torch.full((B, L), -1, dtype=torch.long, device=device)
-    step = 0
+
     for block in range(config.num_blocks):
-        start, end = P + block * config.block_length, P + (block + 1) * config.block_length
-        schedule = num_transfer_tokens((x[:, start:end] == mask_token_id).sum(dim=1), config.steps_per_block)
+        window = slice(P + block * K, P + (block + 1) * K)
+        schedule = num_transfer_tokens((x[:, window] == mask_token_id).sum(dim=1), config.steps_per_block)  # (B, S)
         for i in range(config.steps_per_block):
-            masked = x == mask_token_id  # (B, P+L)
-            logits = guided_logits(model, x, full_mask, P, prompt_real, mask_token_id, config.cfg_scale)
-            x0 = gumbel_max_sample(logits, config.temperature, generator)  # (B, P+L)
-            confidence = commit_confidence(logits, x0, config.remasking, generator).to(torch.float64)
-            in_block = torch.zeros_like(masked)
-            in_block[:, start:end] = True
-            confidence = confidence.masked_fill(~(masked & in_block), -torch.inf)
-            commit = select_commits(confidence, schedule[:, i]) & masked & in_block
-            x = torch.where(commit, x0, x)
-            commit_step[commit[:, P:]] = step
-            step += 1
-    completion = x[:, P:]
+            step = block * config.steps_per_block + i
+            logits = guided_logits(model, x, full_mask, unconditional_prompt, config.cfg_scale, window)  # (B, K, V)
+            logits = forbid_token(logits, mask_token_id)
+            x0 = gumbel_max_sample(logits, config.temperature, generator).to(x.dtype)  # (B, K)
+            confidence = REMASKING[config.remasking](logits, x0, generator).to(torch.float64)  # (B, K)
+            masked = x[:, window] == mask_token_id  # (B, K)
+            commit = select_commits(confidence.masked_fill(~masked, -torch.inf), schedule[:, i]) & masked
+            x[:, window] = torch.where(commit, x0, x[:, window])
+            commit_step[:, window.start - P : window.stop - P].masked_fill_(commit, step)
+
+    completion = x[:, P:]  # (B, L)
     if eos_token_id is not None:
         completion = truncate_after_eos(completion, eos_token_id)
-    return SamplerOutput(torch.cat([x[:, :P], completion], dim=1), completion, commit_step)
+    return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step)
 
 
 SAMPLERS = {"text": generate_text}
+"""name → sampler; every entry has ``generate_text``'s signature and returns a ``SamplerOutput``."""
 
 
 def get_sampler(name: str):
+    """The sampler registered as ``name``; a ``ValueError`` lists the valid names."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid: {sorted(SAMPLERS)}")
     return SAMPLERS[name]
