@@ -46,7 +46,9 @@ from rewards import get_reward  # noqa: E402
 from rewards.math_correctness import TIMEOUT_S  # noqa: E402
 from rewards.math_worker import shared_worker  # noqa: E402
 
-ADVERSARIAL = REPO / "tests" / "data" / "adversarial_completions.jsonl"
+sys.path.insert(0, str(REPO / "tests"))
+from test_rewards_adversarial import load_rows  # noqa: E402
+
 FILLER = ("First, note the quantities given in the problem. Then we set up the equation step by step, "
           "combine like terms, and check the arithmetic carefully before writing the final answer. ")
 
@@ -111,25 +113,6 @@ def make_typical(n: int, seed: int) -> list[tuple[str, str, str]]:
     return rows
 
 
-def expand(value):
-    """The adversarial file's generator markers (see tests/test_rewards_adversarial.py) → strings."""
-    if isinstance(value, dict) and value.get("generate") == "repeat":
-        return value.get("prefix", "") + value["unit"] * value["count"] + value.get("suffix", "")
-    if isinstance(value, dict) and value.get("generate") == "segments":
-        return "".join(unit * count for unit, count in value["segments"])
-    return value
-
-
-def with_canary(value, canary: str):
-    if isinstance(value, str):
-        return value.replace("{CANARY}", canary)
-    if isinstance(value, list):
-        return [with_canary(v, canary) for v in value]
-    if isinstance(value, dict):
-        return {k: with_canary(v, canary) for k, v in value.items()}
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000, help="typical completions")
@@ -164,14 +147,7 @@ def main() -> None:
 
     # --- worst case on the adversarial file
     canary = Path(tempfile.mkdtemp(prefix="reward_speed_")) / "pwned_canary"
-    adversarial = []
-    for line in ADVERSARIAL.read_text(encoding="ascii").splitlines():
-        row = json.loads(line)
-        adversarial.append({
-            "completion": with_canary(expand(row["completion"]), str(canary)),
-            "answer": with_canary(expand(row["answer"]), str(canary)),
-            "kind": row["kind"],
-        })
+    adversarial = load_rows(str(canary))  # the test's loader: generator markers expanded, canary path filled in
     worst = {}
     adversarial_total = {}
     timeouts_before = shared_worker().timeouts
