@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
-from trl import is_conversational, maybe_apply_chat_template
-
 from rollouts import LocalEngine
 
+from .prompts import completions_for_rewards, prompt_texts
 from .rewarding import combine_rewards, score_completions
 
 
@@ -40,11 +39,8 @@ def evaluate_accuracy(
     engine = LocalEngine(model, tokenizer, mask_token_id, max_batch_size=batch_size)
     rows = [dataset[i] for i in range(len(dataset))]
     prompts = [row["prompt"] for row in rows]
-    texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
-    batch = engine.generate(texts, sampler_config, num_generations=1, seed=seed)
-    completions = batch.completions
-    if rows and is_conversational(rows[0]):
-        completions = [[{"role": "assistant", "content": c}] for c in completions]
+    batch = engine.generate(prompt_texts(prompts, tokenizer), sampler_config, num_generations=1, seed=seed)
+    completions = completions_for_rewards(batch.completions, rows[0] if rows else {})
     columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
     per_func = score_completions(reward_funcs, prompts, completions, batch.completion_ids.tolist(), columns,
                                  reward_errors).values

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from trl import maybe_apply_chat_template
 
 from rollouts import tokenize_prompts
 
@@ -25,6 +24,7 @@ from .config import SamplingArguments
 from .evaluation import GenerationEvalMixin
 from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .plotting import TrainingCurvesCallback
+from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
 
 SFT_NOISE = ("continuous", "count")
@@ -121,8 +121,7 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """Left-padded prompts and EOS-padded answer canvases of ``max_completion_length``."""
         tokenizer, L = self.processing_class, self.args.max_completion_length
-        prompts = [maybe_apply_chat_template({"prompt": r["prompt"]}, tokenizer)["prompt"] for r in rows]
-        prompt_ids, prompt_mask = tokenize_prompts(tokenizer, prompts)
+        prompt_ids, prompt_mask = tokenize_prompts(tokenizer, prompt_texts([r["prompt"] for r in rows], tokenizer))
         canvases = []
         for row in rows:
             completion = row["completion"]

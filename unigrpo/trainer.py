@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer
-from trl import is_conversational, maybe_apply_chat_template
 
 from rollouts import LocalEngine
 
@@ -40,6 +39,7 @@ from .masking import get_mask_schedule, loss_eligible_positions
 from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
+from .prompts import completions_for_rewards, prompt_texts
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 
 
@@ -220,13 +220,11 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         """rollout → rewards → advantages → μ views → old / reference log-probs (all no-grad)."""
         args, G = self.args, self.args.num_generations
         prompts = [row["prompt"] for row in rows]
-        prompt_texts = [maybe_apply_chat_template({"prompt": p}, self.processing_class)["prompt"] for p in prompts]
         seed = args.seed * 1_000_003 + self._micro_step
         with self.timer("rollout"):
-            batch = self.engine.generate(prompt_texts, args.sampler_config(), num_generations=G, seed=seed)
-        completions = batch.completions
-        if is_conversational(rows[0]):
-            completions = [[{"role": "assistant", "content": c}] for c in completions]
+            texts = prompt_texts(prompts, self.processing_class)
+            batch = self.engine.generate(texts, args.sampler_config(), num_generations=G, seed=seed)
+        completions = completions_for_rewards(batch.completions, rows[0])
         columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
         with self.timer("rewards"):
             scores = score_completions(
