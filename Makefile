@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c .ci/constraints.txt
 EXTRAS ?= dev,image
 
-.PHONY: setup demo test sft-demo bench
+.PHONY: setup reward-envs demo test sft-demo bench
 
 setup: $(VENV)/.installed
 
@@ -16,11 +16,15 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt Makefile
 	$(PIP) -e ".[$(EXTRAS)]"
 	touch $@
 
+# The ImageReward reward's own environment (image-reward pins transformers<=4.55.4; see rewards/environments.py).
+reward-envs: setup
+	$(VENV)/bin/unigrpo rewards setup image-reward
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo train --config recipes/tiny-arith.yaml
 
 sft-demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo sft --config recipes/tiny-arith-sft.yaml
 
-test: setup
+test: setup reward-envs
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q tests

@@ -26,15 +26,14 @@ This module imports neither torch nor open_clip until a score is computed.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+from .inputs import caption_text, is_pil_image, parse_flag, parse_json_or_file, settings_from_env
 from .registry import completion_text, register_reward
 
 CLIP_SCORE_SCALE = 100.0  # the CLIP-score convention: 100 · cos(image, text)
@@ -60,26 +59,6 @@ def clear_clip_cache() -> None:
     """Forget every loaded CLIP model (frees its memory once no reward function holds it)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-def is_pil_image(obj) -> bool:
-    """A PIL image — checked without importing PIL (if PIL was never imported, nothing can be one)."""
-    pil = sys.modules.get("PIL.Image")
-    return pil is not None and isinstance(obj, pil.Image)
-
-
-def prompt_text(prompt) -> str:
-    """Plain text of a prompt: a string, or the last user message of a conversational prompt."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, dict):
-        prompt = [prompt]
-    if isinstance(prompt, (list, tuple)):
-        users = [m for m in prompt if isinstance(m, dict) and m.get("role", "user") == "user"]
-        if users:
-            return completion_text([{"role": "assistant", "content": users[-1].get("content", "")}])
-        return ""
-    raise TypeError(f"a prompt must be text or a list of messages, got {type(prompt).__name__}")
 
 
 def _check_source(model_name, pretrained, weights_path, model_config, allow_download):
@@ -197,7 +176,7 @@ def _pair(prompt, completion, image, task):
     if task in NOT_APPLICABLE_TASKS:
         return None
     if is_pil_image(completion):  # t2i: generated image, caption
-        return completion, prompt_text(prompt)
+        return completion, caption_text(prompt)
     if is_pil_image(image):  # mmu: input image, generated text
         return image, completion_text(completion)
     return None
@@ -254,31 +233,16 @@ def make_clip_score(
     return clip_score
 
 
+_ENV_PARSERS = {"model_config": parse_json_or_file, "allow_download": parse_flag, "scale": float, "batch_size": int}
+
+
 def clip_settings_from_env(environ=os.environ) -> dict:
     """``make_clip_score`` arguments from ``UNIGRPO_CLIP_<ARGUMENT>`` variables (e.g. ``UNIGRPO_CLIP_WEIGHTS_PATH``).
 
     ``MODEL_CONFIG`` is a JSON file path or inline JSON; ``ALLOW_DOWNLOAD`` is 1/true/yes; ``SCALE`` and
     ``BATCH_SIZE`` are numbers.
     """
-    settings: dict[str, Any] = {}
-    for name in inspect.signature(make_clip_score).parameters:
-        value = environ.get(ENV_PREFIX + name.upper())
-        if value is None or value == "":
-            continue
-        if name == "model_config":
-            if value.lstrip().startswith("{"):
-                value = json.loads(value)
-            else:
-                with open(value) as f:
-                    value = json.load(f)
-        elif name == "allow_download":
-            value = value.strip().lower() in ("1", "true", "yes")
-        elif name == "scale":
-            value = float(value)
-        elif name == "batch_size":
-            value = int(value)
-        settings[name] = value
-    return settings
+    return settings_from_env(ENV_PREFIX, make_clip_score, _ENV_PARSERS, environ)
 
 
 @register_reward("clip_score")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import inspect
 import io
 import json
 import logging
@@ -46,7 +45,6 @@ import os
 import random
 import re
 import string
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -55,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .inputs import is_pil_image, parse_flag, settings_from_env
 from .registry import completion_text, register_reward
 
 log = logging.getLogger(__name__)
@@ -187,12 +186,6 @@ def prompt_text(prompt) -> str:
             return turns[0][1]
         return "\n\n".join(f"{role}: {text}" for role, text in turns)
     return str(prompt)
-
-
-def is_pil_image(obj) -> bool:
-    """A PIL image — checked without importing PIL (if PIL was never imported, nothing can be one)."""
-    pil = sys.modules.get("PIL.Image")
-    return pil is not None and isinstance(obj, pil.Image)
 
 
 def _value_text(value) -> str:
@@ -499,8 +492,9 @@ def make_judge(
 
 # ---- the registered reward, configured by the environment --------------------------------------------------------
 
-_ENV_TYPES = {"timeout_s": float, "temperature": float, "backoff_s": float, "max_retries": int,
-              "max_concurrency": int, "max_tokens": int}
+_ENV_PARSERS = {"timeout_s": float, "temperature": float, "backoff_s": float, "max_retries": int,
+                "max_concurrency": int, "max_tokens": int, "normalise": parse_flag, "extra_body": json.loads,
+                "score_range": lambda value: tuple(float(x) for x in value.split(","))}
 
 
 def judge_settings_from_env(environ=os.environ) -> dict:
@@ -509,20 +503,7 @@ def judge_settings_from_env(environ=os.environ) -> dict:
     ``SCORE_RANGE`` is ``lo,hi``; ``NORMALISE`` is 1/true/yes or 0/false/no; ``EXTRA_BODY`` is JSON;
     ``RUBRIC_FILE`` is a file holding the rubric (or give it inline as ``RUBRIC``); numbers as numbers.
     """
-    settings = {}
-    for name in inspect.signature(make_judge).parameters:
-        value = environ.get(ENV_PREFIX + name.upper())
-        if value is None or value == "":
-            continue
-        if name == "score_range":
-            value = tuple(float(x) for x in value.split(","))
-        elif name == "normalise":
-            value = value.strip().lower() in ("1", "true", "yes")
-        elif name == "extra_body":
-            value = json.loads(value)
-        elif name in _ENV_TYPES:
-            value = _ENV_TYPES[name](value)
-        settings[name] = value
+    settings = settings_from_env(ENV_PREFIX, make_judge, _ENV_PARSERS, environ)
     rubric_file = environ.get(ENV_PREFIX + "RUBRIC_FILE")
     if rubric_file:
         with open(rubric_file, encoding="utf-8") as f:

@@ -1,4 +1,4 @@
-"""The ``unigrpo`` command: ``init-tiny``, ``generate``, ``sft``, ``train``, ``eval``.
+"""The ``unigrpo`` command: ``init-tiny``, ``generate``, ``sft``, ``train``, ``eval``, ``rewards``.
 
 ``sft`` and ``train`` read a YAML recipe with TRL's ``TrlParser`` (``--config recipe.yaml`` plus CLI overrides of
 any key), so recipes use the field names of ``UniGRPOConfig`` / ``MaskedSFTConfig``, TRL's ``ModelConfig`` and
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-COMMANDS = ("init-tiny", "generate", "sft", "train", "eval")
+COMMANDS = ("init-tiny", "generate", "sft", "train", "eval", "rewards")
 
 
 @dataclass
@@ -199,8 +199,34 @@ def cmd_init_tiny(argv) -> int:
     return 0
 
 
+def cmd_rewards(argv) -> int:
+    parser = argparse.ArgumentParser(prog="unigrpo rewards", description="List rewards; set up reward environments.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="registered reward names (and those of installed plugins)")
+    setup = sub.add_parser("setup", help="create the separate Python environment a reward runs in")
+    setup.add_argument("environment", help="image-reward")
+    setup.add_argument("--path", help="where to create it (default: $UNIGRPO_ENVS_DIR/<name> or "
+                                      "~/.cache/unigrpo/envs/<name>)")
+    setup.add_argument("--force", action="store_true", help="recreate it even if it is ready")
+    args = parser.parse_args(argv)
+
+    import rewards
+    from rewards.environments import RewardEnvironmentError, setup_environment
+
+    if args.action == "list":
+        print("\n".join(rewards.list_rewards()))
+        return 0
+    try:
+        python = setup_environment(args.environment, args.path, force=args.force)
+    except RewardEnvironmentError as error:
+        print(f"unigrpo rewards setup: error: {error}", file=sys.stderr)
+        return 1
+    print(python)
+    return 0
+
+
 HANDLERS = {"init-tiny": cmd_init_tiny, "generate": cmd_generate, "sft": cmd_sft, "train": cmd_train,
-            "eval": cmd_eval}
+            "eval": cmd_eval, "rewards": cmd_rewards}
 
 
 def main(argv: list[str] | None = None) -> int:
