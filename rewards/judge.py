@@ -36,24 +36,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.client
 import io
 import json
 import logging
 import math
 import os
-import random
 import re
 import string
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import lru_cache
 
 from .inputs import is_pil_image, parse_flag, settings_from_env
+from .judge_http import JudgeError, JudgeStats, http_json, reply_content, request_with_retries
 from .registry import completion_text, register_reward
 
 log = logging.getLogger(__name__)
@@ -63,7 +58,6 @@ API_KEY_ENV = "UNIGRPO_JUDGE_API_KEY"
 ENV_PREFIX = "UNIGRPO_JUDGE_"
 ON_ERROR = ("raise", "none")
 BUILTIN_FIELDS = ("prompt", "completion", "min_score", "max_score")
-MAX_REPLY_BYTES = 8 << 20  # a chat reply is a few kB; anything this large is not an OpenAI server
 IMAGE_PLACEHOLDER = "[the attached image]"
 
 DEFAULT_RUBRIC = """You are an impartial judge. Rate the response to the task below: is it correct, complete and \
@@ -92,25 +86,6 @@ is its final answer equivalent to the reference, and is the reasoning sound?
 
 Explain briefly, then end your reply with a line "Score: N", where N is an integer from {min_score} (wrong) to \
 {max_score} (correct, well argued)."""
-
-
-class JudgeError(RuntimeError):
-    """The judge server could not be reached, timed out, or refused the request; the message names the URL."""
-
-
-class _Transient(Exception):
-    """A failure worth retrying: connection refused or reset, timeout, HTTP 408/429/5xx, a reply that is not JSON."""
-
-
-@dataclass
-class JudgeStats:
-    """Counters of one judge reward, over all its calls (``reward.stats``)."""
-
-    requests: int = 0  # HTTP attempts, retries included
-    retries: int = 0
-    scored: int = 0  # samples that got a score
-    unparseable: int = 0  # replies without a score → None
-    errors: int = 0  # samples that failed after retries → None (on_error="none" only)
 
 
 # ---- the score --------------------------------------------------------------------------------------------------
@@ -210,109 +185,6 @@ def judge_messages(rubric: str, values: dict[str, str], images: list, system_pro
     ]
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return messages + [{"role": "user", "content": content}]
-
-
-# ---- HTTP -------------------------------------------------------------------------------------------------------
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # a 3xx becomes an HTTPError: the judge talks to base_url and nothing else
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
-def http_json(url: str, body: dict | None, api_key: str | None, timeout_s: float) -> dict:
-    """One blocking request — GET, or POST of ``body`` as JSON — → the JSON reply. Runs in a worker thread.
-
-    Raises ``_Transient`` for what a retry may fix and ``JudgeError`` for what it cannot.
-    """
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    headers = {"Accept": "application/json"}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
-    deadline = time.monotonic() + timeout_s
-    try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
-            raw = _read_before(response, deadline)
-    except urllib.error.HTTPError as error:
-        detail = _error_detail(error)
-        if error.code in (408, 429) or error.code >= 500:
-            raise _Transient(f"HTTP {error.code}: {detail}") from error
-        raise JudgeError(f"judge server {url} refused the request: HTTP {error.code}: {detail}") from error
-    except urllib.error.URLError as error:
-        reason = error.reason
-        raise _Transient(f"timed out after {timeout_s:g} s" if isinstance(reason, TimeoutError)
-                         else f"cannot connect: {reason}") from error
-    except TimeoutError as error:
-        raise _Transient(f"timed out after {timeout_s:g} s") from error
-    except (OSError, http.client.HTTPException) as error:
-        raise _Transient(f"{type(error).__name__}: {error}") from error
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise _Transient(f"the reply is not JSON: {raw[:200]!r}") from None
-
-
-def _read_before(response, deadline: float) -> bytes:
-    """The body, read in chunks so that a server trickling bytes still times out (and cannot send gigabytes)."""
-    chunks, size = [], 0
-    while chunk := response.read(1 << 16):
-        size += len(chunk)
-        if size > MAX_REPLY_BYTES:
-            raise JudgeError(f"the reply is larger than {MAX_REPLY_BYTES} bytes: not an OpenAI-compatible server?")
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _error_detail(error: urllib.error.HTTPError) -> str:
-    """The server's own message: vLLM and OpenAI send ``{"error": {"message": …}}``, FastAPI ``{"detail": …}``."""
-    try:
-        raw = error.read(4096)
-    except Exception:  # noqa: BLE001 - the status code alone still says enough
-        return str(error.reason)
-    try:
-        body = json.loads(raw)
-        message = body.get("error", body) if isinstance(body, dict) else body
-        message = message.get("message", message.get("detail", message)) if isinstance(message, dict) else message
-    except ValueError:
-        message = raw.decode("utf-8", "replace")
-    return str(message).strip()[:300] or str(error.reason)
-
-
-def reply_content(reply, url: str) -> str:
-    """``choices[0].message.content`` of a chat completion ("" when the model gave none)."""
-    try:
-        content = reply["choices"][0]["message"].get("content")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise JudgeError(f"judge server {url} did not send a chat completion: {str(reply)[:200]}") from None
-    return content if isinstance(content, str) else ""
-
-
-async def request_with_retries(call, url: str, *, max_retries: int, backoff_s: float, semaphore: asyncio.Semaphore,
-                               pool: ThreadPoolExecutor, stats: JudgeStats) -> dict:
-    """``call()`` in a worker thread, at most ``semaphore`` at a time, retried ``max_retries`` times on
-    ``_Transient`` failures with jittered exponential backoff (the semaphore is not held while waiting)."""
-    loop = asyncio.get_running_loop()
-    reason = None
-    for attempt in range(max_retries + 1):
-        if attempt:
-            stats.retries += 1
-            await asyncio.sleep(backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-        async with semaphore:
-            stats.requests += 1
-            try:
-                return await loop.run_in_executor(pool, call)
-            except _Transient as error:
-                reason = error
-                log.debug("judge request to %s failed (attempt %d): %s", url, attempt + 1, error)
-    raise JudgeError(f"judge server {url} failed after {max_retries + 1} attempt(s): {reason}")
 
 
 # ---- the reward -------------------------------------------------------------------------------------------------

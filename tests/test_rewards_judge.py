@@ -159,11 +159,8 @@ def test_raw_scale_clamped_and_unparseable_is_none():
 def test_requests_run_concurrently_and_bounded():
     delay = 0.4
     with FakeOpenAIServer(lambda body, i: Reply("Score: 5", delay_s=delay)) as server:
-        start = time.monotonic()
         assert score(judge_for(server, max_concurrency=8), ["c"] * 8) == [0.5] * 8
-        elapsed = time.monotonic() - start
-        assert delay <= elapsed < 2.5 * delay, elapsed  # one delay, not 8
-        assert server.max_in_flight == 8
+        assert server.max_in_flight == 8  # all eight were in the server at once
 
     with FakeOpenAIServer(lambda body, i: Reply("Score: 5", delay_s=0.2)) as server:
         start = time.monotonic()
