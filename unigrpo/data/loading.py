@@ -1,4 +1,4 @@
-"""Loading prompt datasets named in a recipe: the built-in ``arith`` task or a local JSON/JSONL/CSV/Parquet file."""
+"""Loading prompt datasets named in a recipe: the built-in ``arith`` and ``shapes`` tasks or a local JSON/JSONL/CSV/Parquet file."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 
 from .arith import make_arith_dataset
+from .shapes import make_shapes_dataset
 
-BUILTIN = {"arith": make_arith_dataset}
+BUILTIN = {"arith": make_arith_dataset, "shapes": make_shapes_dataset}
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
