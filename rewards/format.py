@@ -4,6 +4,7 @@ the length of the completion (``str.find``/``count`` and the one-pass brace scan
 from __future__ import annotations
 
 from .extract import boxed_spans
+from .inputs import is_pil_image
 from .registry import completion_text, register_reward
 
 FORMAT_REWARD = 0.5
@@ -28,11 +29,13 @@ def has_boxed_answer(text: str) -> bool:
 
 @register_reward("think_format")
 def think_format(prompts=None, completions=(), **kwargs) -> list[float]:
-    """0.5 if the completion is ``<think>…</think>`` followed by an answer, else 0."""
-    return [FORMAT_REWARD if has_think_format(completion_text(c)) else 0.0 for c in completions]
+    """0.5 if the completion is ``<think>…</think>`` followed by an answer, else 0 (None for an image)."""
+    return [None if is_pil_image(c) else FORMAT_REWARD if has_think_format(completion_text(c)) else 0.0
+            for c in completions]
 
 
 @register_reward("boxed_format")
 def boxed_format(prompts=None, completions=(), **kwargs) -> list[float]:
-    """0.5 if the completion contains a balanced, non-empty ``\\boxed{…}``, else 0."""
-    return [FORMAT_REWARD if has_boxed_answer(completion_text(c)) else 0.0 for c in completions]
+    """0.5 if the completion contains a balanced, non-empty ``\\boxed{…}``, else 0 (None for an image)."""
+    return [None if is_pil_image(c) else FORMAT_REWARD if has_boxed_answer(completion_text(c)) else 0.0
+            for c in completions]

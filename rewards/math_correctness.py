@@ -20,6 +20,7 @@ from fractions import Fraction
 
 from .extract import DEFAULT_ORDER, braces_balanced, check_extractors, extract_answer, reference_answer
 from .math_worker import shared_worker
+from .inputs import is_pil_image
 from .registry import completion_text, register_reward
 
 CORRECT_REWARD = 2.0  # MMaDA: correctness 2.0 (+ format 0.5)
@@ -116,7 +117,7 @@ def make_math_correctness(
         verdicts: dict[tuple[str, str], bool] = {}  # the G answers of one prompt often repeat: check each pair once
         for completion, reference in zip(completions, kwargs[answer_column], strict=True):
             reference = reference_answer(reference)
-            if reference is None:
+            if reference is None or is_pil_image(completion):  # no reference, or a t2i image: not applicable
                 scores.append(None)
                 continue
             answer = extract_answer(completion_text(completion), order)

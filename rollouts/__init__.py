@@ -1,9 +1,14 @@
-"""Generation: the text sampler and the rollout engines (in-process now; Ray workers share the interface)."""
+"""Generation: the text and image samplers and the rollout engines (in-process now; Ray workers share the interface)."""
 
 from .engine import LocalEngine, RolloutBatch, tokenize_prompts
+from .image_sampler import ImageSamplerConfig, ImageSamplerOutput, cosine_masked_counts, generate_image_codes
 from .text_sampler import SAMPLERS, SamplerConfig, SamplerOutput, generate_text, get_sampler, num_transfer_tokens
 
 __all__ = [
+    "ImageSamplerConfig",
+    "ImageSamplerOutput",
+    "cosine_masked_counts",
+    "generate_image_codes",
     "LocalEngine",
     "RolloutBatch",
     "tokenize_prompts",

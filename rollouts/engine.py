@@ -1,7 +1,9 @@
 """Rollout engines: who generates the answers. The in-process engine here; Ray workers share its interface.
 
 Interface (phase-named, as verl's workers): ``generate(prompts, sampler_config, num_generations, seed)`` →
-``RolloutBatch``; ``update_weights(...)`` after an optimizer step; ``close()``. The trainer calls an engine as if
+``RolloutBatch`` (text prompts), ``generate_from_ids(prompt_ids, prompt_mask, …)`` (prompts already laid out as
+ids: ``mmu``), ``generate_images(prompt_ids, prompt_mask, suffix_ids, …)`` → ``ImageSamplerOutput`` (``t2i``);
+``update_weights(...)`` after an optimizer step; ``close()``. The trainer calls an engine as if
 it were local and never knows where generation ran.
 """
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .image_sampler import ImageSamplerConfig, ImageSamplerOutput, generate_image_codes
 from .text_sampler import SamplerConfig, generate_text
 
 
@@ -43,12 +46,22 @@ class LocalEngine:
         self.max_batch_size = max_batch_size
         self.weights_version = 0
 
-    @torch.no_grad()
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def generate(
         self, prompts: list[str], sampler_config: SamplerConfig, num_generations: int = 1, seed: int | None = None
     ) -> RolloutBatch:
-        device = next(self.model.parameters()).device
-        prompt_ids, prompt_mask = tokenize_prompts(self.tokenizer, prompts, device)
+        prompt_ids, prompt_mask = tokenize_prompts(self.tokenizer, prompts, self.device)
+        return self.generate_from_ids(prompt_ids, prompt_mask, sampler_config, num_generations, seed)
+
+    @torch.no_grad()
+    def generate_from_ids(self, prompt_ids, prompt_mask, sampler_config: SamplerConfig, num_generations: int = 1,
+                          seed: int | None = None) -> RolloutBatch:
+        """Text answers for prompts given as left-padded ids (B, P) and mask; G per prompt, groups consecutive."""
+        device = self.device
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         prompt_ids = prompt_ids.repeat_interleave(num_generations, dim=0)  # (N, P), groups are consecutive
         prompt_mask = prompt_mask.repeat_interleave(num_generations, dim=0)
         generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
@@ -72,6 +85,33 @@ class LocalEngine:
         commit_step = torch.cat([o.commit_step for o in outputs])
         completions = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         return RolloutBatch(prompt_ids, prompt_mask, completion_ids, commit_step, completions)
+
+    @torch.no_grad()
+    def generate_images(self, prompt_ids, prompt_mask, suffix_ids, config: ImageSamplerConfig, *, num_codes: int,
+                        code_offset: int, codebook_size: int, num_generations: int = 1,
+                        unconditional=None, seed: int | None = None) -> ImageSamplerOutput:
+        """Image codes (N, num_codes) for left-padded t2i prompts (B, P); ``unconditional`` = (ids, mask) of the
+        empty-caption prompts for CFG. G per prompt, groups consecutive."""
+        device, G = self.device, num_generations
+        repeat = lambda t: None if t is None else t.to(device).repeat_interleave(G, dim=0)  # noqa: E731
+        prompt_ids, prompt_mask, suffix_ids = repeat(prompt_ids), repeat(prompt_mask), repeat(suffix_ids)
+        uncond_ids, uncond_mask = (None, None) if unconditional is None else map(repeat, unconditional)
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        chunk = self.max_batch_size or prompt_ids.shape[0]
+        part = lambda t, i: None if t is None else t[i : i + chunk]  # noqa: E731
+        outputs = [
+            generate_image_codes(
+                self.model, prompt_ids[i : i + chunk], part(prompt_mask, i), suffix_ids[i : i + chunk],
+                num_codes=num_codes, code_offset=code_offset, codebook_size=codebook_size,
+                mask_token_id=self.mask_token_id, config=config, unconditional_ids=part(uncond_ids, i),
+                unconditional_mask=part(uncond_mask, i), generator=generator,
+            )
+            for i in range(0, prompt_ids.shape[0], chunk)
+        ]
+        self.model.train(was_training)
+        return ImageSamplerOutput(torch.cat([o.codes for o in outputs]), torch.cat([o.commit_step for o in outputs]))
 
     def update_weights(self, *args, **kwargs) -> int:
         """No-op: the engine shares the policy's parameters. Returns the (bumped) weights version."""

@@ -46,14 +46,9 @@ def first_rows(trainer, n=4):
 
 def test_ratio_is_one_and_kl_zero_before_the_first_update(micro_model_dir, tmp_path):
     trainer = make_trainer(micro_model_dir, tmp_path, beta=0.1)
-    rollouts = trainer.make_rollouts(first_rows(trainer))
-    inputs = rollouts.inputs_for_step(0)
-    from unigrpo.likelihood import NoisedView
-
-    view = NoisedView(inputs["input_ids"], inputs["attention_mask"], inputs["score_mask"], inputs["answer_index"],
-                      inputs["mask_ratio"])
+    (rollouts,) = trainer.make_rollouts(first_rows(trainer)).tasks  # one task (t2t): one group of answers
     with torch.no_grad():
-        logps = answer_token_logps(trainer.model, view, rollouts.completion_ids)
+        logps = answer_token_logps(trainer.model, rollouts.views[0], rollouts.completion_ids)
     assert torch.equal(logps, rollouts.old_logps[0])
     assert torch.equal(k3_kl(rollouts.ref_logps[0], logps), torch.zeros_like(logps))
 
@@ -62,7 +57,7 @@ def test_views_are_fixed_at_rollout_time_and_scored_by_theta_old(micro_model_dir
     trainer = make_trainer(micro_model_dir, tmp_path, num_iterations=3, max_steps=3)
     initial = copy.deepcopy(trainer.model).eval()
     trainer.train()
-    rollouts = trainer._rollouts[0]
+    (rollouts,) = trainer._rollouts[0].tasks
     assert len(rollouts.views) == 3
     # the old log-probs of the last view were taken before any update, on that same stored view
     with torch.no_grad():
@@ -77,9 +72,10 @@ def test_views_are_fixed_at_rollout_time_and_scored_by_theta_old(micro_model_dir
 
 def test_gradients_reach_only_masked_positions(micro_model_dir, tmp_path):
     trainer = make_trainer(micro_model_dir, tmp_path)
-    rollouts = trainer.make_rollouts(first_rows(trainer))
+    batch = trainer.make_rollouts(first_rows(trainer))
     # all-equal rewards would give zero advantages and no gradient: force a non-zero advantage per answer
-    rollouts.advantages = torch.linspace(-1, 1, rollouts.advantages.numel())
+    batch.advantages = torch.linspace(-1, 1, batch.advantages.numel())
+    (rollouts,) = batch.tasks
     captured = {}
 
     class Spy(torch.nn.Module):
@@ -92,12 +88,11 @@ def test_gradients_reach_only_masked_positions(micro_model_dir, tmp_path):
             out.logits.register_hook(lambda g: captured.setdefault("grad", g))
             return out
 
-    inputs = rollouts.inputs_for_step(0)
-    trainer.compute_loss(Spy(trainer.model), inputs).backward()
+    trainer.compute_loss(Spy(trainer.model), batch.inputs_for_step(0)).backward()
     grad = captured["grad"].abs().sum(-1)  # (N, P+L)
     L = rollouts.completion_ids.shape[1]
     assert torch.equal(grad[:, :-L], torch.zeros_like(grad[:, :-L]))  # prompt logits get nothing
-    scored = inputs["score_mask"]
+    scored = rollouts.views[0].score_mask
     assert (grad[:, -L:][scored] > 0).all()
     assert torch.equal(grad[:, -L:][~scored], torch.zeros_like(grad[:, -L:][~scored]))
 

@@ -37,6 +37,13 @@ class SamplingArguments:
     remasking: str = field(default="low_confidence", metadata=_help("Which tokens to commit: low_confidence | random."))
     cfg_scale: float = field(default=0.0, metadata=_help("Classifier-free guidance scale s (0 = off)."))
     eval_temperature: float = field(default=0.0, metadata=_help("Sampling temperature for evaluation (0 = greedy)."))
+    image_steps: int = field(default=16, metadata=_help("t2i: MaskGIT steps per image (MMaDA publishes 15–50)."))
+    image_temperature: float = field(
+        default=1.0, metadata=_help("t2i: temperature of code sampling and of the annealed choice noise.")
+    )
+    image_cfg_scale: float = field(
+        default=0.0, metadata=_help("t2i: guidance w, (1+w)·cond − w·uncond with an empty caption (MMaDA: 3.5).")
+    )
     accuracy_reward: str | None = field(
         default=None,
         metadata=_help("Reward whose positive value counts as 'correct' for eval_accuracy (default: the first)."),
@@ -52,6 +59,15 @@ class SamplingArguments:
             temperature=self.temperature if temperature is None else temperature,
             remasking=self.remasking,
             cfg_scale=self.cfg_scale,
+        )
+
+    def image_sampler_config(self, temperature: float | None = None):
+        from rollouts import ImageSamplerConfig
+
+        return ImageSamplerConfig(
+            steps=self.image_steps,
+            temperature=self.image_temperature if temperature is None else temperature,
+            cfg_scale=self.image_cfg_scale,
         )
 
 
@@ -141,6 +157,7 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
         if self.eos_in_loss < 0:
             raise ValueError(f"eos_in_loss={self.eos_in_loss} must be ≥ 0")
         self.sampler_config()  # validates the sampler options (gen_length / block_length / steps)
+        self.image_sampler_config()
 
     @property
     def prompts_per_device_step(self) -> int:

@@ -21,8 +21,9 @@ from .masking import mask_answer_tokens
 class NoisedView:
     """One noised copy of the batch. R rows (R = N for UniGRPO; an estimator may use several rows per answer).
 
-    input_ids (R, P+L): prompt + noised answer; attention_mask (R, P+L) or None; score_mask (R, L) bool: answer
-    positions whose log-probs enter the loss; answer_index (R,): the answer each row belongs to; mask_ratio (R,).
+    input_ids (R, P+L+S): prompt + noised answer + fixed suffix (S = ``suffix_length``: ``<|eoi|>`` after an image
+    answer, 0 for text); attention_mask (R, P+L+S) or None; score_mask (R, L) bool: answer positions whose
+    log-probs enter the loss; answer_index (R,): the answer each row belongs to; mask_ratio (R,).
     """
 
     input_ids: torch.Tensor
@@ -30,9 +31,10 @@ class NoisedView:
     score_mask: torch.Tensor
     answer_index: torch.Tensor
     mask_ratio: torch.Tensor
+    suffix_length: int = 0
 
     def to(self, device) -> "NoisedView":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return NoisedView(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
 
 
@@ -57,8 +59,9 @@ def answer_token_logps(model, view: NoisedView, completion_ids: torch.Tensor) ->
 
     completion_ids (N, L) are the sampled answers; row r of the view scores answer ``answer_index[r]``.
     """
-    L = completion_ids.shape[1]
-    logits = model(input_ids=view.input_ids, attention_mask=view.attention_mask).logits[:, -L:]  # (R, L, V)
+    L, S = completion_ids.shape[1], view.suffix_length
+    logits = model(input_ids=view.input_ids, attention_mask=view.attention_mask).logits  # (R, P+L+S, V)
+    logits = logits[:, logits.shape[1] - S - L : logits.shape[1] - S]  # (R, L, V)
     return masked_token_logps(logits, completion_ids[view.answer_index])
 
 
@@ -76,14 +79,17 @@ class UniGRPOEstimator:
         ratio: torch.Tensor,
         mask_token_id: int,
         generator: torch.Generator | None = None,
+        suffix_ids: torch.Tensor | None = None,
     ) -> NoisedView:
-        """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible (N, L), ratio (N,) → view."""
+        """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible (N, L), ratio (N,), suffix_ids
+        (N, S) or None (never masked, like the prompt) → view."""
         mask = mask_answer_tokens(eligible, ratio, generator)  # (N, L)
         noised = completion_ids.masked_fill(mask, mask_token_id)
-        input_ids = torch.cat([prompt_ids, noised], dim=1)
+        suffix = noised[:, :0] if suffix_ids is None else suffix_ids
+        input_ids = torch.cat([prompt_ids, noised, suffix], dim=1)
         attention_mask = None
         if prompt_mask is not None and not bool(prompt_mask.all()):
-            attention_mask = torch.cat([prompt_mask, torch.ones_like(noised)], dim=1)
+            attention_mask = torch.cat([prompt_mask, torch.ones_like(noised), torch.ones_like(suffix)], dim=1)
         N = completion_ids.shape[0]
         return NoisedView(
             input_ids=input_ids,
@@ -91,6 +97,7 @@ class UniGRPOEstimator:
             score_mask=mask & eligible,
             answer_index=torch.arange(N, device=completion_ids.device),
             mask_ratio=ratio,
+            suffix_length=suffix.shape[1],
         )
 
 

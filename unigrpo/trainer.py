@@ -35,12 +35,13 @@ from .config import UniGRPOConfig
 from .evaluation import GenerationEvalMixin
 from .likelihood import NoisedView, answer_token_logps, get_estimator, sequence_logp
 from .loss import get_loss_normaliser, per_token_loss
-from .masking import get_mask_schedule, loss_eligible_positions
-from .models import load_model, load_tokenizer, resolve_mask_token_id
+from .masking import get_mask_schedule
+from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
-from .prompts import completions_for_rewards, prompt_texts
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
+from .tasks import TaskRunner, check_tasks, row_task
 
 
 class RepeatedBatchSampler(Sampler):
@@ -77,15 +78,23 @@ class RepeatedBatchSampler(Sampler):
                 yield from group
 
 
-@dataclass
-class Rollouts:
-    """One micro-batch of scored rollouts and the μ views with their old / reference log-probs."""
+def by_task(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The rows of each task, tasks in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row_task(row), []).append(row)
+    return list(groups.items())
 
-    completion_ids: torch.Tensor  # (N, L)
-    advantages: torch.Tensor  # (N,)
+
+@dataclass
+class TaskViews:
+    """One task's answers in a micro-batch with the μ views and their old / reference log-probs."""
+
+    completion_ids: torch.Tensor  # (N_g, L_g)
+    offset: int  # index of its first answer in the micro-batch's advantages
     views: list[NoisedView]  # μ views
-    old_logps: list[torch.Tensor | None]  # μ × (R, L), None when θ_old = θ (μ = 1)
-    ref_logps: list[torch.Tensor | None]  # μ × (R, L), None when β = 0
+    old_logps: list[torch.Tensor | None]  # μ × (R, L_g), None when θ_old = θ (μ = 1)
+    ref_logps: list[torch.Tensor | None]  # μ × (R, L_g), None when β = 0
 
     def inputs_for_step(self, n: int) -> dict:
         view = self.views[n]
@@ -94,12 +103,24 @@ class Rollouts:
             "attention_mask": view.attention_mask,
             "score_mask": view.score_mask,
             "answer_index": view.answer_index,
+            "offset": self.offset,
             "mask_ratio": view.mask_ratio,
+            "suffix_length": view.suffix_length,
             "completion_ids": self.completion_ids,
-            "advantages": self.advantages,
             "old_logps": self.old_logps[n],
             "ref_logps": self.ref_logps[n],
         }
+
+
+@dataclass
+class Rollouts:
+    """One micro-batch of scored rollouts: advantages of all N answers, and per task its answers and views."""
+
+    advantages: torch.Tensor  # (N,)
+    tasks: list[TaskViews]
+
+    def inputs_for_step(self, n: int) -> dict:
+        return {"advantages": self.advantages, "tasks": [t.inputs_for_step(n) for t in self.tasks]}
 
 
 class UniGRPOTrainer(GenerationEvalMixin, Trainer):
@@ -109,10 +130,12 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         model: a model or a local path (loaded with ``unigrpo.models.load_model``).
         reward_funcs: callables, registered reward names or ``pkg.module:function`` paths (TRL's signature).
         args: ``UniGRPOConfig``.
-        train_dataset / eval_dataset: a ``prompt`` column (plain text or chat messages); other columns are passed
-            to the rewards by name.
+        train_dataset / eval_dataset: a ``prompt`` column (plain text or chat messages; the caption of a ``t2i``
+            row); an optional ``task`` column (``t2t`` default, ``mmu`` with an ``image`` column, ``t2i``, see
+            ``unigrpo.tasks``); other columns are passed to the rewards by name.
         processing_class: the tokenizer (loaded from ``model`` when it is a path).
         peft_config: a PEFT config; the reference model is then the policy with adapters disabled.
+        image_tokenizer: an ``ImageTokenizer`` or its folder, needed by ``mmu`` and ``t2i`` rows.
     """
 
     _tag_names = ["unigrpo", "diffusion-lm"]
@@ -127,6 +150,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         processing_class=None,
         peft_config=None,
         callbacks=None,
+        image_tokenizer=None,
     ):
         args = args or UniGRPOConfig(output_dir="outputs/unigrpo")
         if not isinstance(args, UniGRPOConfig):
@@ -138,6 +162,12 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                 raise ValueError(f"{name} has no 'prompt' column (columns: {dataset.column_names})")
         if train_dataset is None:
             raise ValueError("train_dataset is required")
+        if isinstance(image_tokenizer, (str, os.PathLike)):
+            image_tokenizer = load_image_tokenizer(resolve_model_path(image_tokenizer))
+        self.image_tokenizer = image_tokenizer
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if dataset is not None:
+                check_tasks(dataset, image_tokenizer, name)
         preflight_rewards(self.reward_funcs, train_dataset)
 
         if isinstance(model, (str, os.PathLike)):
@@ -169,6 +199,10 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
         self.engine = LocalEngine(self.unwrapped_model, processing_class, self.mask_token_id)
+        if self.image_tokenizer is not None:
+            self.image_tokenizer.to(self.args.device)
+        self.task_runner = TaskRunner(self.engine, processing_class, args, self.image_tokenizer,
+                                      self.unwrapped_model.get_input_embeddings().num_embeddings)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
@@ -219,47 +253,48 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
     def make_rollouts(self, rows: list[dict]) -> Rollouts:
         """rollout → rewards → advantages → μ views → old / reference log-probs (all no-grad)."""
         args, G = self.args, self.args.num_generations
-        prompts = [row["prompt"] for row in rows]
         seed = args.seed * 1_000_003 + self._micro_step
         with self.timer("rollout"):
-            texts = prompt_texts(prompts, self.processing_class)
-            batch = self.engine.generate(texts, args.sampler_config(), num_generations=G, seed=seed)
-        completions = completions_for_rewards(batch.completions, rows[0])
-        columns = {k: [row[k] for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
+            groups = [self.task_runner.rollout(task, task_rows, G, seed) for task, task_rows in by_task(rows)]
+        rows = [row for g in groups for row in g.rows]  # task order; a prompt's G answers stay consecutive
+        columns = {k: [row.get(k) for row in rows for _ in range(G)] for k in rows[0] if k != "prompt"}
         with self.timer("rewards"):
             scores = score_completions(
                 self.reward_funcs,
-                [p for p in prompts for _ in range(G)],
-                completions,
-                batch.completion_ids.tolist(),
+                [row["prompt"] for row in rows for _ in range(G)],
+                [c for g in groups for c in g.completions],
+                [ids for g in groups for ids in g.completion_ids.tolist()],
                 columns,
                 args.reward_errors,
             )
         per_func = scores.values
         rewards = combine_rewards(per_func, self.reward_weights)
         advantages, zero_std = group_advantages(rewards, G, args.scale_rewards)
-        eligible = loss_eligible_positions(batch.completion_ids, self.processing_class.eos_token_id, args.eos_in_loss)
-        views = self.draw_views(batch.prompt_ids, batch.prompt_mask, batch.completion_ids, eligible, seed)
-        with self.timer("logps"):
-            old_logps = [self.view_logps("old", v, batch.completion_ids) for v in views]
-            ref_logps = [self.view_logps("ref", v, batch.completion_ids) for v in views]
-        self.log_rollout_metrics(rewards, per_func, zero_std, eligible, scores.skipped)
+        generator = torch.Generator().manual_seed(seed + 1)  # one stream for the ratios, then every mask
+        ratios = self.draw_mask_ratios(len(rewards), args.num_iterations, args.num_mask_levels, generator,
+                                       args.mask_ratio_min, args.mask_ratio_max)  # (μ, N)
+        tasks, offset = [], 0
+        for g in groups:
+            views = self.draw_views(g, ratios[:, offset : offset + g.size], generator)
+            with self.timer("logps"):
+                old_logps = [self.view_logps("old", v, g.completion_ids) for v in views]
+                ref_logps = [self.view_logps("ref", v, g.completion_ids) for v in views]
+            tasks.append(TaskViews(g.completion_ids, offset, views, old_logps, ref_logps))
+            offset += g.size
+        self.log_rollout_metrics(rewards, per_func, zero_std, groups, scores.skipped)
         if args.log_completions:
-            self.write_completions(prompts, G, batch.completions, per_func, rewards, advantages)
-        return Rollouts(batch.completion_ids, advantages.to(batch.completion_ids.device), views, old_logps, ref_logps)
+            completions = [c for g in groups for c in g.completions]
+            self.write_completions([row["prompt"] for row in rows], G, completions, per_func, rewards, advantages)
+        return Rollouts(advantages.to(groups[0].completion_ids.device), tasks)
 
-    def draw_views(self, prompt_ids, prompt_mask, completion_ids, eligible, seed: int) -> list[NoisedView]:
-        """μ noised views with Algorithm 1's ratio schedule; stored so θ, θ_old and ref read the same masks."""
-        args = self.args
-        generator = torch.Generator().manual_seed(seed + 1)
-        ratios = self.draw_mask_ratios(
-            completion_ids.shape[0], args.num_iterations, args.num_mask_levels, generator,
-            args.mask_ratio_min, args.mask_ratio_max,
-        )  # (μ, N)
+    def draw_views(self, group, ratios: torch.Tensor, generator: torch.Generator) -> list[NoisedView]:
+        """μ noised views of one task's answers at the step ratios (μ, N_g) of Algorithm 1's schedule; stored so
+        θ, θ_old and ref read the same masks. (The masks' stream must not be one that sampling also uses: masks
+        correlated with the rollout's Gumbel noise bias the gradient.)"""
         return [
-            self.estimator.noise(prompt_ids, prompt_mask, completion_ids, eligible, ratios[n], self.mask_token_id,
-                                 generator)
-            for n in range(args.num_iterations)
+            self.estimator.noise(group.prompt_ids, group.prompt_mask, group.completion_ids, group.eligible,
+                                 ratios[n], self.mask_token_id, generator, suffix_ids=group.suffix_ids)
+            for n in range(self.args.num_iterations)
         ]
 
     def view_logps(self, kind: str, view: NoisedView, completion_ids) -> torch.Tensor | None:
@@ -284,26 +319,41 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         return logps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Policy log-probs on the step's view, then ℓ = −min(ρA, clip(ρ)A) + β·KL, normalised by ``loss_type``."""
+        """Per task: policy log-probs on the step's view, ℓ = −min(ρA, clip(ρ)A) + β·KL per token; then one
+        ``loss_type`` normalisation over all answers (token losses right-padded to the longest answer)."""
+        losses, masks, index, widths = [], [], [], []
+        for task in inputs["tasks"]:
+            token_loss, score_mask, answer_index = self.task_token_loss(model, task, inputs["advantages"])
+            losses.append(token_loss)
+            masks.append(score_mask)
+            index.append(answer_index)
+            widths.append(token_loss.shape[1])
+        L = max(widths)
+        pad = lambda t, value: torch.nn.functional.pad(t, (0, L - t.shape[1]), value=value)  # noqa: E731
+        token_loss = torch.cat([pad(t, 0.0) for t in losses])  # (R, L)
+        score_mask = torch.cat([pad(m, False) for m in masks])  # (R, L)
+        return self.normalise_loss(token_loss, score_mask, torch.cat(index), len(inputs["advantages"]), L)
+
+    def task_token_loss(self, model, task: dict, all_advantages: torch.Tensor):
+        """One task's per-token loss (R, L_g) on its view of this inner step, its score mask and answer indices."""
         args = self.args
-        view = NoisedView(inputs["input_ids"], inputs["attention_mask"], inputs["score_mask"],
-                          inputs["answer_index"], inputs["mask_ratio"])
-        completion_ids = inputs["completion_ids"]
+        view = NoisedView(task["input_ids"], task["attention_mask"], task["score_mask"], task["answer_index"],
+                          task["mask_ratio"], task["suffix_length"])
+        completion_ids = task["completion_ids"]
         self.forward_counts["policy"] += view.input_ids.shape[0]
-        logps = answer_token_logps(model, view, completion_ids)  # (R, L)
-        old_logps = inputs["old_logps"] if inputs["old_logps"] is not None else logps.detach()
-        ref_logps = inputs["ref_logps"] if args.kl_reference == "initial" else old_logps
-        advantages = inputs["advantages"][view.answer_index][:, None]  # (R, 1)
+        logps = answer_token_logps(model, view, completion_ids)  # (R, L_g)
+        old_logps = task["old_logps"] if task["old_logps"] is not None else logps.detach()
+        ref_logps = task["ref_logps"] if args.kl_reference == "initial" else old_logps
+        answer_index = view.answer_index + task["offset"]  # answers of the whole micro-batch
+        advantages = all_advantages[answer_index][:, None]  # (R, 1)
         token_loss, kl, clipped = per_token_loss(
             logps, old_logps, ref_logps, advantages, args.epsilon, args.epsilon_high, args.beta
         )
-        num_answers, max_len = completion_ids.shape
-        loss = self.normalise_loss(token_loss, view.score_mask, view.answer_index, num_answers, max_len)
         self.log_loss_metrics(logps, old_logps, kl, advantages, view)
-        return loss
+        return token_loss, view.score_mask, answer_index
 
     # ------------------------------------------------------------------ metrics and logs
-    def log_rollout_metrics(self, rewards, per_func, zero_std, eligible, skipped) -> None:
+    def log_rollout_metrics(self, rewards, per_func, zero_std, groups, skipped) -> None:
         m = self._metrics
         m["reward"].append(rewards.mean().item())
         m["reward_std"].append(rewards.view(-1, self.args.num_generations).std(dim=1).mean().item())
@@ -314,8 +364,15 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             if self.args.reward_errors == "skip":
                 m[f"rewards/{name}/skipped"].append(float(skipped[i]))
         m["frac_reward_zero_std"].append(zero_std.float().mean().item())
-        content = eligible.sum(dim=1).float() - float(self.args.eos_in_loss > 0)
-        m["completions/mean_length"].append(content.clamp(min=0).mean().item())
+        text = [g.eligible for g in groups if g.task != "t2i"]
+        if text:
+            content = torch.cat([e.sum(dim=1) for e in text]).float() - float(self.args.eos_in_loss > 0)
+            m["completions/mean_length"].append(content.clamp(min=0).mean().item())
+        if len(groups) > 1:  # a mixed-task batch: the reward of each kind of task
+            offset = 0
+            for g in groups:
+                m[f"tasks/{g.task}/reward"].append(rewards[offset : offset + g.size].mean().item())
+                offset += g.size
 
     def log_loss_metrics(self, logps, old_logps, kl, advantages, view) -> None:
         m, args = self._metrics, self.args
@@ -347,6 +404,8 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"step_{self.state.global_step:06d}.jsonl"), "a") as f:
             for i, completion in enumerate(completions):
+                if not isinstance(completion, (str, list)):  # a t2i image
+                    completion = f"<{type(completion).__name__} {getattr(completion, 'size', '')}>"
                 row = {"step": self.state.global_step, "prompt": prompts[i // G], "completion": completion,
                        "reward": rewards[i].item(), "advantage": advantages[i].item()}
                 row.update({f"rewards/{n}": (None if v != v else v) for n, v in zip(self.reward_names, per_func[i].tolist())})

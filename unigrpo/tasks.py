@@ -1,0 +1,137 @@
+"""The three kinds of task of one UniGRPO run (DESIGN §1): how a row's prompt is laid out, how its answers are
+sampled, and what the rewards receive.
+
+    task   prompt (never masked)                      answer (sampled, masked, scored)   rewards receive
+    t2t    chat/plain text                            text canvas (EOS-padded)           text (or messages)
+    mmu    <|mmu|> <|soi|> image codes <|eoi|> text   text canvas                        text; ``image`` column
+    t2i    <|t2i|> BOS caption EOS <|soi|>            N image codes, then <|eoi|>        decoded PIL images
+
+A dataset column ``task`` picks the kind per row (default ``t2t``). ``TaskRunner.rollout(task, rows, G, seed)``
+returns a ``TaskRollout``; the trainer and the evaluation treat every kind alike from there on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .masking import loss_eligible_positions
+from .models.layouts import (
+    image_suffix,
+    mmu_prompts,
+    multimodal_ids,
+    t2i_prompts,
+    t2i_unconditional_prompts,
+)
+from .prompts import completions_for_rewards, prompt_texts
+
+TASKS = ("t2t", "mmu", "t2i")
+IMAGE_TASKS = ("mmu", "t2i")
+
+
+def row_task(row: dict) -> str:
+    return row.get("task") or "t2t"
+
+
+def check_tasks(dataset, image_tokenizer, name: str = "dataset") -> list[str]:
+    """The tasks a dataset uses; one ValueError for an unknown task, a missing image column or image tokenizer."""
+    columns = dataset.column_names
+    tasks = sorted(set(dataset["task"])) if "task" in columns else ["t2t"]
+    unknown = [t for t in tasks if (t or "t2t") not in TASKS]
+    if unknown:
+        raise ValueError(f"{name} has task(s) {unknown}; valid: {list(TASKS)}")
+    needs_images = [t for t in tasks if t in IMAGE_TASKS]
+    if needs_images and image_tokenizer is None:
+        raise ValueError(f"{name} has {needs_images} rows, which need an image tokenizer (image_tokenizer=…)")
+    if "mmu" in tasks and "image" not in columns:
+        raise ValueError(f"{name} has mmu rows but no 'image' column (the input image)")
+    return tasks
+
+
+@dataclass
+class TaskRollout:
+    """One task's share of a batch: B prompts × G answers, the G answers of a prompt consecutive (N = B·G)."""
+
+    task: str
+    rows: list[dict]  # (B) dataset rows
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, L) answer token ids (image codes carry the text-vocabulary offset)
+    eligible: torch.Tensor  # (N, L) positions that may enter the loss
+    suffix_ids: torch.Tensor | None  # (N, S) fixed tokens after the answer (<|eoi|>), or None
+    completions: list  # (N) what the rewards receive
+
+    @property
+    def size(self) -> int:
+        return self.completion_ids.shape[0]
+
+
+class TaskRunner:
+    """Lays out and samples each kind of task with one engine; knows the image tokenizer when there is one."""
+
+    def __init__(self, engine, tokenizer, args, image_tokenizer=None, vocab_rows: int | None = None):
+        self.engine, self.tokenizer, self.args, self.image_tokenizer = engine, tokenizer, args, image_tokenizer
+        self.ids = None
+        if image_tokenizer is not None:
+            self.ids = multimodal_ids(tokenizer, image_tokenizer.codebook_size, vocab_rows)
+
+    def rollout(self, task: str, rows: list[dict], num_generations: int, seed: int,
+                temperature: float | None = None) -> TaskRollout:
+        runs = {"t2t": self.rollout_text, "mmu": self.rollout_mmu, "t2i": self.rollout_t2i}
+        if task not in runs:
+            raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+        return runs[task](rows, num_generations, seed, temperature)
+
+    def repeat(self, rows: list[dict], G: int) -> list:
+        return [row for row in rows for _ in range(G)]
+
+    def _text_answers(self, task, rows, prompt_ids, prompt_mask, G, seed, temperature) -> TaskRollout:
+        batch = self.engine.generate_from_ids(prompt_ids, prompt_mask, self.args.sampler_config(temperature),
+                                              num_generations=G, seed=seed)
+        eligible = loss_eligible_positions(batch.completion_ids, self.tokenizer.eos_token_id,
+                                           getattr(self.args, "eos_in_loss", 1))
+        completions = completions_for_rewards(batch.completions, rows[0])
+        return TaskRollout(task, rows, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, eligible, None,
+                           completions)
+
+    def rollout_text(self, rows, G, seed, temperature=None) -> TaskRollout:
+        from rollouts import tokenize_prompts
+
+        texts = prompt_texts([row["prompt"] for row in rows], self.tokenizer)
+        prompt_ids, prompt_mask = tokenize_prompts(self.tokenizer, texts)
+        return self._text_answers("t2t", rows, prompt_ids, prompt_mask, G, seed, temperature)
+
+    def rollout_mmu(self, rows, G, seed, temperature=None) -> TaskRollout:
+        codes = self.image_tokenizer.encode([row["image"] for row in rows]).cpu()  # (B, N)
+        questions = prompt_texts([row["prompt"] for row in rows], self.tokenizer)
+        prompt_ids, prompt_mask = mmu_prompts(codes, questions, self.tokenizer, self.ids)
+        return self._text_answers("mmu", rows, prompt_ids, prompt_mask, G, seed, temperature)
+
+    def rollout_t2i(self, rows, G, seed, temperature=None) -> TaskRollout:
+        ids, image_tokenizer = self.ids, self.image_tokenizer
+        prompt_ids, prompt_mask = t2i_prompts([caption_of(row) for row in rows], self.tokenizer, ids)
+        B, P = prompt_ids.shape
+        unconditional = t2i_unconditional_prompts(B, P, ids) if self.args.image_cfg_scale > 0 else None
+        out = self.engine.generate_images(
+            prompt_ids, prompt_mask, image_suffix(B, ids), self.args.image_sampler_config(temperature),
+            num_codes=image_tokenizer.tokens_per_image, code_offset=ids.image_offset,
+            codebook_size=image_tokenizer.codebook_size, num_generations=G, unconditional=unconditional, seed=seed,
+        )
+        completion_ids = ids.code_ids(out.codes)  # (N, n_codes)
+        images = image_tokenizer.decode(out.codes)
+        N = completion_ids.shape[0]
+        device = completion_ids.device
+        return TaskRollout("t2i", rows, prompt_ids.repeat_interleave(G, 0).to(device),
+                           prompt_mask.repeat_interleave(G, 0).to(device), completion_ids,
+                           torch.ones_like(completion_ids, dtype=torch.bool), image_suffix(N, ids, device), images)
+
+
+def caption_of(row: dict) -> str:
+    """A t2i row's caption: its prompt text, or the last user message of a conversational prompt."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = users[-1] if users else ""
+    return prompt
+
