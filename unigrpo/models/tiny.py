@@ -23,12 +23,21 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def tiny_config(preset: str = "tiny", tokenizer=None, mmada: bool = False, **overrides) -> LLaDAConfig:
-    """A config of ``preset`` whose vocabulary and special ids match ``tokenizer`` (the char tokenizer by default)."""
+def tiny_config(preset: str = "tiny", tokenizer=None, mmada: bool = False, codebook_size: int | None = None,
+                num_vq_tokens: int | None = None, **overrides) -> LLaDAConfig:
+    """A config of ``preset`` whose vocabulary and special ids match ``tokenizer`` (the char tokenizer by default).
+
+    With ``codebook_size`` (MMaDA only) the embedding gets rows for the image codes after the text vocabulary
+    (code c is token ``len(tokenizer) + c``, as in MMaDA-8B), and ``num_vq_tokens`` codes per image.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r}; valid: {sorted(PRESETS)}")
+    if codebook_size is not None and not mmada:
+        raise ValueError("codebook_size needs mmada=True: image codes are MMaDA's")
     tokenizer = tokenizer or build_char_tokenizer()
-    vocab = -(-len(tokenizer) // 16) * 16  # rows rounded up to a multiple of 16, as the 8B vocab is padded
+    round16 = lambda n: -(-n // 16) * 16  # noqa: E731  rows padded to a multiple of 16, as the 8B vocab is
+    text_vocab = round16(len(tokenizer))
+    vocab = round16(len(tokenizer) + (codebook_size or 0))
     kwargs = dict(
         PRESETS[preset],
         vocab_size=vocab,
@@ -41,12 +50,14 @@ def tiny_config(preset: str = "tiny", tokenizer=None, mmada: bool = False, **ove
     )
     kwargs.update(overrides)
     if mmada:
-        return MMadaConfig(llm_vocab_size=vocab, new_vocab_size=vocab, **kwargs)
+        image = {} if codebook_size is None else {"codebook_size": codebook_size, "num_vq_tokens": num_vq_tokens or 0}
+        return MMadaConfig(llm_vocab_size=text_vocab, new_vocab_size=vocab, **image, **kwargs)
     return LLaDAConfig(**kwargs)
 
 
 def init_tiny(output_dir: str | Path, preset: str = "tiny", seed: int = 0, mmada: bool = False, **overrides) -> Path:
-    """Write a random tiny model and its tokenizer to ``output_dir``; ``AutoModel``/``AutoTokenizer`` load it."""
+    """Write a random tiny model and its tokenizer to ``output_dir``; ``AutoModel``/``AutoTokenizer`` load it.
+    ``overrides`` go to ``tiny_config`` (e.g. ``codebook_size=256, num_vq_tokens=16`` for a t2i model)."""
     tokenizer = build_char_tokenizer()
     config = tiny_config(preset, tokenizer, mmada=mmada, **overrides)
     torch.manual_seed(seed)

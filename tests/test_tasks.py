@@ -1,0 +1,114 @@
+"""Mixed-task UniGRPO (t2t + mmu + t2i in one batch) on a micro MMaDA model with an 8-code test tokenizer."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from image_helpers import PatchColourTokenizer
+from PIL import Image
+
+from unigrpo import UniGRPOConfig, UniGRPOTrainer
+from unigrpo.models import init_tiny, load_model, load_tokenizer
+
+
+def target_text(prompts, completions, **kwargs):
+    """Text tasks: fraction of '7' characters; None for image answers."""
+    return [None if isinstance(c, Image.Image) else sum(ch == "7" for ch in c) / 4 for c in completions]
+
+
+def redness(prompts, completions, **kwargs):
+    """t2i: mean red minus mean blue in [−1, 1]; None for text answers."""
+    def score(image):
+        pixels = torch.tensor(list(image.getdata()), dtype=torch.float32) / 255  # (64, 3)
+        return (pixels[:, 0].mean() - pixels[:, 2].mean()).item()
+
+    return [score(c) if isinstance(c, Image.Image) else None for c in completions]
+
+
+@pytest.fixture(scope="module")
+def mmada_dir(tmp_path_factory):
+    return init_tiny(tmp_path_factory.mktemp("mmada") / "m", preset="micro", mmada=True, codebook_size=8,
+                     num_vq_tokens=4)
+
+
+def config(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path / "out"), num_generations=4, per_device_train_batch_size=24,
+                  num_iterations=2, max_completion_length=4, block_length=4, diffusion_steps=4, image_steps=4,
+                  learning_rate=3e-3, max_steps=2, logging_steps=1, report_to=[], seed=0, beta=0.0,
+                  use_cpu=True, save_strategy="no", disable_tqdm=True)
+    values.update(overrides)
+    return UniGRPOConfig(**values)
+
+
+def mixed_dataset(n=6):
+    image = Image.new("RGB", (8, 8), (200, 30, 30))
+    rows = []
+    for i in range(n):
+        rows.append({"prompt": f"q{i}=", "task": "t2t", "image": None})
+        rows.append({"prompt": "colour?", "task": "mmu", "image": image})
+        rows.append({"prompt": f"a red square {i}", "task": "t2i", "image": None})
+    return Dataset.from_list(rows)
+
+
+def make_trainer(model_dir, tmp_path, dataset, rewards, **overrides):
+    return UniGRPOTrainer(model=load_model(model_dir), reward_funcs=rewards, args=config(tmp_path, **overrides),
+                          train_dataset=dataset, processing_class=load_tokenizer(model_dir),
+                          image_tokenizer=PatchColourTokenizer())
+
+
+def test_a_mixed_batch_has_one_group_per_task_and_per_task_rewards(mmada_dir, tmp_path):
+    trainer = make_trainer(mmada_dir, tmp_path, mixed_dataset(), [target_text, redness])
+    rows = [trainer.train_dataset[i] for i in range(6)]  # 2 × (t2t, mmu, t2i)
+    groups = [trainer.task_runner.rollout(t, [r for r in rows if r["task"] == t], 4, seed=0)
+              for t in ("t2t", "mmu", "t2i")]
+    t2t, mmu, t2i = groups
+    assert all(isinstance(c, str) for c in t2t.completions + mmu.completions)
+    assert all(isinstance(c, Image.Image) and c.size == (8, 8) for c in t2i.completions)
+    ids = trainer.task_runner.ids
+    codes = t2i.completion_ids - ids.image_offset
+    assert ((codes >= 0) & (codes < 8)).all() and (t2i.suffix_ids == ids.eoi).all() and t2i.eligible.all()
+    assert (mmu.prompt_ids == ids.mmu).any(dim=1).all() and (t2i.prompt_ids[:, -1] == ids.soi).all()
+
+    batch = trainer.make_rollouts(rows)
+    assert [t.completion_ids.shape for t in batch.tasks] == [(8, 4), (8, 4), (8, 4)]
+    for task in batch.tasks:
+        for view in task.views:  # the prompt (caption, image codes, question) and <|eoi|> are never masked
+            P = view.input_ids.shape[1] - task.completion_ids.shape[1] - view.suffix_length
+            unmasked = view.input_ids[:, :P]
+            assert not (unmasked == trainer.mask_token_id).any()
+            if view.suffix_length:
+                assert (view.input_ids[:, -1] == ids.eoi).all()
+    logged = trainer._metrics
+    assert {"tasks/t2t/reward", "tasks/mmu/reward", "tasks/t2i/reward"} <= set(logged)
+    assert not math.isnan(logged["rewards/redness/mean"][0]) and not math.isnan(logged["rewards/target_text/mean"][0])
+
+
+def test_mixed_training_runs_and_logs_per_task(mmada_dir, tmp_path):
+    trainer = make_trainer(mmada_dir, tmp_path, mixed_dataset(), [target_text, redness])
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss" in e]  # step 2 reuses step 1's rollouts (μ = 2)
+    assert len(logs) == 2 and all(math.isfinite(e["loss"]) for e in logs)
+    assert all(f"tasks/{t}/reward" in logs[0] for t in ("t2t", "mmu", "t2i"))
+
+
+def test_t2i_training_raises_an_image_reward(mmada_dir, tmp_path):
+    captions = Dataset.from_list([{"prompt": f"a picture {i}", "task": "t2i"} for i in range(32)])
+    trainer = make_trainer(mmada_dir, tmp_path, captions, [redness], per_device_train_batch_size=16,
+                           max_steps=30, learning_rate=1e-2, num_iterations=1)
+    trainer.train()
+    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    assert sum(rewards[-6:]) / 6 > sum(rewards[:6]) / 6 + 0.2, rewards
+
+
+def test_image_tasks_need_an_image_tokenizer_and_known_task_names(mmada_dir, tmp_path):
+    with pytest.raises(ValueError, match="need an image tokenizer"):
+        UniGRPOTrainer(model=load_model(mmada_dir), reward_funcs=[redness], args=config(tmp_path),
+                       train_dataset=mixed_dataset(), processing_class=load_tokenizer(mmada_dir))
+    bad = Dataset.from_list([{"prompt": "x", "task": "video"}] * 8)
+    with pytest.raises(ValueError, match="task\\(s\\) \\['video'\\]"):
+        make_trainer(mmada_dir, tmp_path, bad, [redness])
+    small = init_tiny(tmp_path / "text-only", preset="micro", mmada=True, vocab_size=116,
+                      embedding_size=116)  # 113 text tokens: no rows for 8 image codes
+    with pytest.raises(ValueError, match="no room for 8 image codes"):
+        make_trainer(small, tmp_path, mixed_dataset(), [target_text, redness])
