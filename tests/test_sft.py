@@ -46,7 +46,7 @@ def test_sft_fits_a_tiny_mapping_and_prompt_is_never_masked(micro_model_dir, tmp
     rows = [{"prompt": f"{c}=", "completion": c * 2, "answer": c * 2} for c in "abcd"] * 8
     trainer = MaskedSFTTrainer(load_model(micro_model_dir), _config(tmp_path), Dataset.from_list(rows),
                                processing_class=load_tokenizer(micro_model_dir))
-    batch = trainer.collate(rows[:4])
+    (batch,) = trainer.collate(rows[:4])["groups"]  # one task (t2t): one group
     eos = trainer.processing_class.eos_token_id
     assert batch["completion_ids"].shape == (4, 4) and (batch["completion_ids"][:, 2:] == eos).all()
     seen = []

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -20,8 +21,8 @@ def target_text(prompts, completions, **kwargs):
 def redness(prompts, completions, **kwargs):
     """t2i: mean red minus mean blue in [−1, 1]; None for text answers."""
     def score(image):
-        pixels = torch.tensor(list(image.getdata()), dtype=torch.float32) / 255  # (64, 3)
-        return (pixels[:, 0].mean() - pixels[:, 2].mean()).item()
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)) / 255  # (8, 8, 3)
+        return (pixels[..., 0].mean() - pixels[..., 2].mean()).item()
 
     return [score(c) if isinstance(c, Image.Image) else None for c in completions]
 
@@ -112,3 +113,38 @@ def test_image_tasks_need_an_image_tokenizer_and_known_task_names(mmada_dir, tmp
                       embedding_size=116)  # 113 text tokens: no rows for 8 image codes
     with pytest.raises(ValueError, match="no room for 8 image codes"):
         make_trainer(small, tmp_path, mixed_dataset(), [target_text, redness])
+
+
+def test_sft_learns_caption_to_image_and_mixes_tasks(mmada_dir, tmp_path):
+    from unigrpo.evaluation import evaluate_accuracy
+    from unigrpo.sft import MaskedSFTConfig, MaskedSFTTrainer
+
+    red, blue = Image.new("RGB", (8, 8), (230, 20, 20)), Image.new("RGB", (8, 8), (20, 20, 230))
+    rows = [{"prompt": "red", "task": "t2i", "image": red, "completion": None},
+            {"prompt": "blue", "task": "t2i", "image": blue, "completion": None},
+            {"prompt": "colour?", "task": "mmu", "image": red, "completion": "r"}] * 16
+    args = MaskedSFTConfig(output_dir=str(tmp_path / "sft"), per_device_train_batch_size=12, learning_rate=1e-2,
+                           max_steps=60, logging_steps=10, max_completion_length=4, block_length=4,
+                           diffusion_steps=4, image_steps=4, report_to="none", disable_tqdm=True, use_cpu=True)
+    trainer = MaskedSFTTrainer(load_model(mmada_dir), args, Dataset.from_list(rows),
+                               processing_class=load_tokenizer(mmada_dir), image_tokenizer=PatchColourTokenizer())
+    groups = trainer.collate(rows[:3])["groups"]
+    assert [g["is_image"] for g in groups] == [True, False]
+    ids = trainer.ids
+    assert (groups[0]["suffix_ids"] == ids.eoi).all() and (groups[1]["prompt_ids"] == ids.mmu).any(dim=1).all()
+    seen = []
+    original = trainer.model.forward
+    trainer.model.forward = lambda input_ids, **kw: (seen.append(input_ids), original(input_ids=input_ids, **kw))[1]
+    trainer.train()
+    trainer.model.forward = original
+    images = [x for x in seen if (x == ids.t2i).any()]  # the t2i forwards: caption prompt, codes, <|eoi|>
+    assert images and all((x[:, -1] == ids.eoi).all() and not (x[:, :-5] == trainer.mask_token_id).any()
+                          for x in images)
+
+    test = Dataset.from_list([{"prompt": "red", "task": "t2i"}, {"prompt": "blue", "task": "t2i"}])
+    results = evaluate_accuracy(trainer.model, trainer.processing_class, test, [redness], ["redness"],
+                                args.sampler_config(0.0), trainer.mask_token_id, return_completions=True,
+                                image_sampler_config=args.image_sampler_config(0.0),
+                                image_tokenizer=trainer.image_tokenizer)
+    red_score, blue_score = redness(None, results["completions"])
+    assert red_score > 0.5 and blue_score < -0.5, (red_score, blue_score)

@@ -1,7 +1,9 @@
 """Held-out evaluation: generate one answer per prompt with the recipe's sampler and score it with the rewards.
 
 ``accuracy`` = fraction of answers whose ``accuracy_reward`` (default: the first reward function) is positive.
-Shared by the trainers' ``evaluate``, the SFT stopping callback and ``unigrpo eval``.
+Rows of every task (``t2t``, ``mmu``, ``t2i``; see ``unigrpo.tasks``) are generated their own way; ``t2i`` needs
+``image_sampler_config`` and ``image_tokenizer``. Shared by the trainers' ``evaluate``, the SFT stopping callback
+and ``unigrpo eval``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import math
 import torch
 from rollouts import LocalEngine
 
-from .prompts import completions_for_rewards, prompt_texts
 from .rewarding import combine_rewards, score_completions
+from .tasks import TaskRunner, row_task
 
 
 @torch.no_grad()
@@ -30,23 +32,35 @@ def evaluate_accuracy(
     seed: int = 0,
     return_completions: bool = False,
     reward_errors: str = "raise",
+    image_sampler_config=None,
+    image_tokenizer=None,
 ) -> dict:
-    """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length[, completions]}."""
+    """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length[, completions, correct]}.
+
+    Completions come back in the dataset's row order (images as PIL images)."""
     if accuracy_reward is not None and accuracy_reward not in reward_names:
         raise ValueError(f"accuracy_reward={accuracy_reward!r} is not one of the rewards {reward_names}")
     acc_index = reward_names.index(accuracy_reward) if accuracy_reward else 0
     weights = reward_weights if reward_weights is not None else torch.ones(len(reward_funcs))
     engine = LocalEngine(model, tokenizer, mask_token_id, max_batch_size=batch_size)
+    runner = TaskRunner(engine, tokenizer, sampler_config, image_sampler_config, image_tokenizer,
+                        model.get_input_embeddings().num_embeddings)
     rows = [dataset[i] for i in range(len(dataset))]
+    order = sorted(range(len(rows)), key=lambda i: TASK_ORDER.index(row_task(rows[i])))  # stable: by task
+    groups = [runner.rollout(task, [rows[i] for i in order if row_task(rows[i]) == task], 1, seed)
+              for task in TASK_ORDER if any(row_task(rows[i]) == task for i in order)]
+    rows = [rows[i] for i in order]
     prompts = [row["prompt"] for row in rows]
-    batch = engine.generate(prompt_texts(prompts, tokenizer), sampler_config, num_generations=1, seed=seed)
-    completions = completions_for_rewards(batch.completions, rows[0] if rows else {})
-    columns = {k: [row[k] for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
-    per_func = score_completions(reward_funcs, prompts, completions, batch.completion_ids.tolist(), columns,
+    completions = [c for g in groups for c in g.completions]
+    columns = {k: [row.get(k) for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
+    per_func = score_completions(reward_funcs, prompts, completions,
+                                 [ids for g in groups for ids in g.completion_ids.tolist()], columns,
                                  reward_errors).values
     correct = per_func[:, acc_index].nan_to_num(0.0) > 0
     eos = tokenizer.eos_token_id
-    lengths = (batch.completion_ids != eos).sum(dim=1).float() if eos is not None else None
+    text = [g.completion_ids for g in groups if g.task != "t2i"]
+    lengths = torch.cat([(ids != eos).sum(dim=1) for ids in text]).float() if eos is not None and text else None
+    back = torch.tensor(order).argsort().tolist()  # position in task order of each original row
     results = {
         "accuracy": correct.float().mean().item() if len(rows) else math.nan,
         "n": len(rows),
@@ -56,9 +70,12 @@ def evaluate_accuracy(
     for i, name in enumerate(reward_names):
         results[f"rewards/{name}/mean"] = torch.nanmean(per_func[:, i]).item()
     if return_completions:
-        results["completions"] = batch.completions
-        results["correct"] = correct.tolist()
+        results["completions"] = [completions[j] for j in back]
+        results["correct"] = [bool(correct[j]) for j in back]
     return results
+
+
+TASK_ORDER = ("t2t", "mmu", "t2i")
 
 
 class GenerationEvalMixin:
@@ -87,6 +104,8 @@ class GenerationEvalMixin:
             batch_size=self.args.per_device_eval_batch_size,
             seed=self.args.seed,
             reward_errors=getattr(self.args, "reward_errors", "raise"),
+            image_sampler_config=self.args.image_sampler_config(temperature=self.args.eval_temperature),
+            image_tokenizer=getattr(self, "image_tokenizer", None),
         )
         metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in results.items()}
         self.log(metrics)

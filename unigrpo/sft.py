@@ -7,6 +7,12 @@ The prompt is never masked. Two noise laws, swappable by ``sft_noise``:
     count       k ~ U{1..L} masked tokens, loss = Σ_masked CE · (L/k) / L
 The continuous weight 1/p reaches 1000 when t is small, which makes very short answers noisy; ``count`` is the
 lower-variance law DESIGN §9 measured on the 4–6-token demo answers.
+
+Image answers (``t2i`` rows: caption → the ``image`` column, encoded by the image tokenizer) use MaskGIT's cosine
+law instead (DESIGN §5): r ~ U[0, 1], ⌈N·cos(π/2·r)⌉ of the N codes masked (at least one), loss = plain mean CE
+over the masked codes. ``mmu`` rows (``image`` + question → ``completion``) are text answers after an image prompt.
+A batch may mix tasks; each task's rows form one group, and the loss is the mean of the groups' losses weighted by
+their rows.
 """
 
 from __future__ import annotations
@@ -24,8 +30,12 @@ from .config import SamplingArguments
 from .evaluation import GenerationEvalMixin
 from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .plotting import TrainingCurvesCallback
+from .models.image_tokenizer import load_image_tokenizer
+from .models.layouts import image_suffix, mmu_prompts, t2i_prompts
+from .models.loading import resolve_model_path
 from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
+from .tasks import TaskRunner, caption_of, check_tasks, row_task
 
 SFT_NOISE = ("continuous", "count")
 MIN_MASK_PROB = 1e-3
@@ -73,6 +83,21 @@ def count_mask(canvas: torch.Tensor, generator=None) -> tuple[torch.Tensor, torc
 SFT_MASKS = {"continuous": continuous_mask, "count": count_mask}
 
 
+def cosine_image_mask(codes: torch.Tensor, generator=None) -> torch.Tensor:
+    """MaskGIT / MMaDA image noise: r ~ U[0,1], ⌈N·cos(π/2·r)⌉ codes masked (≥ 1) uniformly → mask (B, N) bool."""
+    B, N = codes.shape
+    r = torch.rand(B, 1, generator=generator)
+    k = torch.ceil(N * torch.cos(torch.pi / 2 * r)).clamp(min=1)  # (B, 1)
+    ranks = torch.rand(B, N, generator=generator).argsort(dim=1).argsort(dim=1)
+    return ranks < k
+
+
+def image_sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Plain mean cross-entropy over the masked codes of the batch: logits (B, N, V), targets / mask (B, N)."""
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, N)
+    return (ce * mask.float()).sum() / mask.float().sum().clamp(min=1.0)
+
+
 def masked_diffusion_sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor):
     """Σ_masked CE · weight / L, averaged over the batch: logits (B, L, V), targets / mask / weight (B, L)."""
     ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, L)
@@ -97,12 +122,16 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
     """
 
     def __init__(self, model, args: MaskedSFTConfig, train_dataset, eval_dataset=None, processing_class=None,
-                 reward_funcs=None, callbacks=None):
+                 reward_funcs=None, callbacks=None, image_tokenizer=None):
+        if isinstance(image_tokenizer, (str, os.PathLike)):
+            image_tokenizer = load_image_tokenizer(resolve_model_path(image_tokenizer))
+        self.image_tokenizer = image_tokenizer
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if dataset is not None:
-                missing = [c for c in ("prompt", "completion") if c not in dataset.column_names]
-                if name == "eval_dataset":
-                    missing = [c for c in missing if c != "completion"]
+                tasks = check_tasks(dataset, image_tokenizer, name)
+                targets = ["image"] if tasks == ["t2i"] else ["completion"] + (["image"] if "t2i" in tasks else [])
+                needed = ["prompt"] + (targets if name == "train_dataset" else [])
+                missing = [c for c in needed if c not in dataset.column_names]
                 if missing:
                     raise ValueError(f"{name} has no column(s) {missing} (columns: {dataset.column_names})")
         if isinstance(model, (str, os.PathLike)):
@@ -117,11 +146,38 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
             callbacks.append(AccuracyStopCallback(args.stop_at_accuracy))
         super().__init__(model=model, args=args, data_collator=self.collate, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks)
+        self.ids = None
+        if image_tokenizer is not None:
+            image_tokenizer.to(self.args.device)
+            self.ids = TaskRunner(None, processing_class, None, image_tokenizer=image_tokenizer,
+                                  vocab_rows=self.model.get_input_embeddings().num_embeddings).ids
 
-    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        """Left-padded prompts and EOS-padded answer canvases of ``max_completion_length``."""
+    def collate(self, rows: list[dict]) -> dict:
+        """One group per task: left-padded prompts, answer canvases, the suffix after image answers."""
+        groups = {}
+        for row in rows:
+            groups.setdefault(row_task(row), []).append(row)
+        return {"groups": [self.collate_task(task, task_rows) for task, task_rows in groups.items()]}
+
+    def collate_task(self, task: str, rows: list[dict]) -> dict:
+        tokenizer = self.processing_class
+        if task == "t2i":
+            prompt_ids, prompt_mask = t2i_prompts([caption_of(r) for r in rows], tokenizer, self.ids)
+            codes = self.image_tokenizer.encode([r["image"] for r in rows]).cpu()  # (B, N)
+            return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": self.ids.code_ids(codes),
+                    "suffix_ids": image_suffix(len(rows), self.ids), "is_image": True}
+        if task == "mmu":
+            codes = self.image_tokenizer.encode([r["image"] for r in rows]).cpu()
+            questions = prompt_texts([r["prompt"] for r in rows], tokenizer)
+            prompt_ids, prompt_mask = mmu_prompts(codes, questions, tokenizer, self.ids)
+        else:
+            prompt_ids, prompt_mask = tokenize_prompts(tokenizer, prompt_texts([r["prompt"] for r in rows], tokenizer))
+        return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": self.text_canvases(rows),
+                "suffix_ids": None, "is_image": False}
+
+    def text_canvases(self, rows: list[dict]) -> torch.Tensor:
+        """(B, L) completions padded with EOS to ``max_completion_length``."""
         tokenizer, L = self.processing_class, self.args.max_completion_length
-        prompt_ids, prompt_mask = tokenize_prompts(tokenizer, prompt_texts([r["prompt"] for r in rows], tokenizer))
         canvases = []
         for row in rows:
             completion = row["completion"]
@@ -133,17 +189,32 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
                     f"completion {completion[:60]!r} has {len(ids)} tokens; max_completion_length={L} leaves no EOS"
                 )
             canvases.append(ids + [tokenizer.eos_token_id] * (L - len(ids)))
-        return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": torch.tensor(canvases)}
+        return torch.tensor(canvases)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        canvas = inputs["completion_ids"]  # (B, L)
-        mask, weight = self.draw_mask(canvas.cpu(), self.generator)
-        mask, weight = mask.to(canvas.device), weight.to(canvas.device)
+        groups = inputs["groups"]
+        total = sum(g["completion_ids"].shape[0] for g in groups)
+        loss = sum(self.group_loss(model, g) * (g["completion_ids"].shape[0] / total) for g in groups)
+        return (loss, None) if return_outputs else loss
+
+    def group_loss(self, model, group: dict) -> torch.Tensor:
+        """The diffusion loss of one task's rows: noise the answer (never the prompt or suffix), one forward."""
+        canvas = group["completion_ids"]  # (B, L)
+        if group["is_image"]:
+            mask, weight = cosine_image_mask(canvas.cpu(), self.generator), None
+        else:
+            mask, weight = self.draw_mask(canvas.cpu(), self.generator)
+            weight = weight.to(canvas.device)
+        mask = mask.to(canvas.device)
         noised = canvas.masked_fill(mask, self.mask_token_id)
-        input_ids = torch.cat([inputs["prompt_ids"], noised], dim=1)
+        suffix = canvas[:, :0] if group["suffix_ids"] is None else group["suffix_ids"]
+        input_ids = torch.cat([group["prompt_ids"], noised, suffix], dim=1)
         attention_mask = None
-        if not bool(inputs["prompt_mask"].all()):
-            attention_mask = torch.cat([inputs["prompt_mask"], torch.ones_like(noised)], dim=1)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -canvas.shape[1]:]
-        loss = masked_diffusion_sft_loss(logits, canvas, mask, weight)
-        return (loss, logits) if return_outputs else loss
+        if not bool(group["prompt_mask"].all()):
+            attention_mask = torch.cat([group["prompt_mask"], torch.ones_like(noised), torch.ones_like(suffix)], dim=1)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, P+L+S, V)
+        T, L, S = logits.shape[1], canvas.shape[1], suffix.shape[1]
+        logits = logits[:, T - S - L : T - S]
+        if group["is_image"]:
+            return image_sft_loss(logits, canvas, mask)
+        return masked_diffusion_sft_loss(logits, canvas, mask, weight)

@@ -68,53 +68,53 @@ class TaskRollout:
 
 
 class TaskRunner:
-    """Lays out and samples each kind of task with one engine; knows the image tokenizer when there is one."""
+    """Lays out and samples each kind of task with one engine and fixed sampler settings; knows the image
+    tokenizer when there is one (``vocab_rows``: the model's embedding rows, checked to hold the codebook)."""
 
-    def __init__(self, engine, tokenizer, args, image_tokenizer=None, vocab_rows: int | None = None):
-        self.engine, self.tokenizer, self.args, self.image_tokenizer = engine, tokenizer, args, image_tokenizer
+    def __init__(self, engine, tokenizer, sampler_config, image_sampler_config=None, image_tokenizer=None,
+                 vocab_rows: int | None = None, eos_in_loss: int = 1):
+        self.engine, self.tokenizer, self.image_tokenizer = engine, tokenizer, image_tokenizer
+        self.sampler_config, self.image_sampler_config, self.eos_in_loss = (
+            sampler_config, image_sampler_config, eos_in_loss
+        )
         self.ids = None
         if image_tokenizer is not None:
             self.ids = multimodal_ids(tokenizer, image_tokenizer.codebook_size, vocab_rows)
 
-    def rollout(self, task: str, rows: list[dict], num_generations: int, seed: int,
-                temperature: float | None = None) -> TaskRollout:
+    def rollout(self, task: str, rows: list[dict], num_generations: int, seed: int) -> TaskRollout:
         runs = {"t2t": self.rollout_text, "mmu": self.rollout_mmu, "t2i": self.rollout_t2i}
         if task not in runs:
             raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
-        return runs[task](rows, num_generations, seed, temperature)
+        return runs[task](rows, num_generations, seed)
 
-    def repeat(self, rows: list[dict], G: int) -> list:
-        return [row for row in rows for _ in range(G)]
-
-    def _text_answers(self, task, rows, prompt_ids, prompt_mask, G, seed, temperature) -> TaskRollout:
-        batch = self.engine.generate_from_ids(prompt_ids, prompt_mask, self.args.sampler_config(temperature),
-                                              num_generations=G, seed=seed)
-        eligible = loss_eligible_positions(batch.completion_ids, self.tokenizer.eos_token_id,
-                                           getattr(self.args, "eos_in_loss", 1))
+    def _text_answers(self, task, rows, prompt_ids, prompt_mask, G, seed) -> TaskRollout:
+        batch = self.engine.generate_from_ids(prompt_ids, prompt_mask, self.sampler_config, num_generations=G,
+                                              seed=seed)
+        eligible = loss_eligible_positions(batch.completion_ids, self.tokenizer.eos_token_id, self.eos_in_loss)
         completions = completions_for_rewards(batch.completions, rows[0])
         return TaskRollout(task, rows, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, eligible, None,
                            completions)
 
-    def rollout_text(self, rows, G, seed, temperature=None) -> TaskRollout:
+    def rollout_text(self, rows, G, seed) -> TaskRollout:
         from rollouts import tokenize_prompts
 
         texts = prompt_texts([row["prompt"] for row in rows], self.tokenizer)
         prompt_ids, prompt_mask = tokenize_prompts(self.tokenizer, texts)
-        return self._text_answers("t2t", rows, prompt_ids, prompt_mask, G, seed, temperature)
+        return self._text_answers("t2t", rows, prompt_ids, prompt_mask, G, seed)
 
-    def rollout_mmu(self, rows, G, seed, temperature=None) -> TaskRollout:
+    def rollout_mmu(self, rows, G, seed) -> TaskRollout:
         codes = self.image_tokenizer.encode([row["image"] for row in rows]).cpu()  # (B, N)
         questions = prompt_texts([row["prompt"] for row in rows], self.tokenizer)
         prompt_ids, prompt_mask = mmu_prompts(codes, questions, self.tokenizer, self.ids)
-        return self._text_answers("mmu", rows, prompt_ids, prompt_mask, G, seed, temperature)
+        return self._text_answers("mmu", rows, prompt_ids, prompt_mask, G, seed)
 
-    def rollout_t2i(self, rows, G, seed, temperature=None) -> TaskRollout:
-        ids, image_tokenizer = self.ids, self.image_tokenizer
+    def rollout_t2i(self, rows, G, seed) -> TaskRollout:
+        ids, image_tokenizer, config = self.ids, self.image_tokenizer, self.image_sampler_config
         prompt_ids, prompt_mask = t2i_prompts([caption_of(row) for row in rows], self.tokenizer, ids)
         B, P = prompt_ids.shape
-        unconditional = t2i_unconditional_prompts(B, P, ids) if self.args.image_cfg_scale > 0 else None
+        unconditional = t2i_unconditional_prompts(B, P, ids) if config.cfg_scale > 0 else None
         out = self.engine.generate_images(
-            prompt_ids, prompt_mask, image_suffix(B, ids), self.args.image_sampler_config(temperature),
+            prompt_ids, prompt_mask, image_suffix(B, ids), config,
             num_codes=image_tokenizer.tokens_per_image, code_offset=ids.image_offset,
             codebook_size=image_tokenizer.codebook_size, num_generations=G, unconditional=unconditional, seed=seed,
         )

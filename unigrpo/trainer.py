@@ -201,8 +201,9 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         self.engine = LocalEngine(self.unwrapped_model, processing_class, self.mask_token_id)
         if self.image_tokenizer is not None:
             self.image_tokenizer.to(self.args.device)
-        self.task_runner = TaskRunner(self.engine, processing_class, args, self.image_tokenizer,
-                                      self.unwrapped_model.get_input_embeddings().num_embeddings)
+        self.task_runner = TaskRunner(self.engine, processing_class, args.sampler_config(),
+                                      args.image_sampler_config(), self.image_tokenizer,
+                                      self.unwrapped_model.get_input_embeddings().num_embeddings, args.eos_in_loss)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
