@@ -28,6 +28,9 @@ class RunArguments:
     dataset_test_split: str | None = field(default="test", metadata={"help": "Held-out split (None: no eval)."})
     train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training prompts."})
     eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N held-out prompts."})
+    image_tokenizer: str | None = field(
+        default=None, metadata={"help": "Image tokenizer folder or shipped name (needed by mmu / t2i rows)."}
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["math_correctness", "boxed_format"],
         metadata={"help": "Reward names (see `rewards.list_rewards()`) or `pkg.module:function` paths."},
@@ -96,7 +99,7 @@ def cmd_train(argv) -> int:
     train, test = load_splits(run_args)
     model_path = resolve_model_path(model_args.model_name_or_path)
     trainer = UniGRPOTrainer(model_path, run_args.reward_funcs, config, train, test,
-                             peft_config=peft_config_from(model_args))
+                             peft_config=peft_config_from(model_args), image_tokenizer=run_args.image_tokenizer)
     return fit(trainer, "UniGRPO")
 
 
@@ -107,7 +110,8 @@ def cmd_sft(argv) -> int:
     run_args, config, model_args = parse_recipe(MaskedSFTConfig, argv)
     train, test = load_splits(run_args)
     model_path = resolve_model_path(model_args.model_name_or_path)
-    return fit(MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs), "SFT")
+    return fit(MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs,
+                                image_tokenizer=run_args.image_tokenizer), "SFT")
 
 
 def cmd_eval(argv) -> int:
@@ -123,6 +127,7 @@ def cmd_eval(argv) -> int:
     from .data import load_prompt_dataset
     from .evaluation import evaluate_accuracy
     from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+    from .models.image_tokenizer import load_image_tokenizer
     from .rewarding import resolve_reward_funcs
 
     run_args, config, _ = parse_recipe(UniGRPOConfig, ["--config", args.config])
@@ -133,10 +138,13 @@ def cmd_eval(argv) -> int:
         dataset = load_prompt_dataset(run_args.dataset_name, run_args.dataset_test_split or "test", args.limit)
     funcs, names = resolve_reward_funcs(run_args.reward_funcs)
     tokenizer, model = load_tokenizer(model_path), load_model(model_path)
+    image_tokenizer = load_image_tokenizer(run_args.image_tokenizer) if run_args.image_tokenizer else None
     results = evaluate_accuracy(
         model, tokenizer, dataset, funcs, names, config.sampler_config(temperature=config.eval_temperature),
         resolve_mask_token_id(model, tokenizer), accuracy_reward=config.accuracy_reward,
         batch_size=config.per_device_eval_batch_size, seed=config.seed,
+        image_sampler_config=config.image_sampler_config(temperature=config.eval_temperature),
+        image_tokenizer=image_tokenizer,
     )
     results["model"] = str(model_path)
     if args.json:

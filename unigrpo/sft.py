@@ -32,7 +32,6 @@ from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .plotting import TrainingCurvesCallback
 from .models.image_tokenizer import load_image_tokenizer
 from .models.layouts import image_suffix, mmu_prompts, t2i_prompts
-from .models.loading import resolve_model_path
 from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
 from .tasks import TaskRunner, caption_of, check_tasks, row_task
@@ -124,7 +123,7 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
     def __init__(self, model, args: MaskedSFTConfig, train_dataset, eval_dataset=None, processing_class=None,
                  reward_funcs=None, callbacks=None, image_tokenizer=None):
         if isinstance(image_tokenizer, (str, os.PathLike)):
-            image_tokenizer = load_image_tokenizer(resolve_model_path(image_tokenizer))
+            image_tokenizer = load_image_tokenizer(image_tokenizer)
         self.image_tokenizer = image_tokenizer
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if dataset is not None:

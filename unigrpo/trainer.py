@@ -36,7 +36,7 @@ from .evaluation import GenerationEvalMixin
 from .likelihood import NoisedView, answer_token_logps, get_estimator, sequence_logp
 from .loss import get_loss_normaliser, per_token_loss
 from .masking import get_mask_schedule
-from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
@@ -163,7 +163,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         if train_dataset is None:
             raise ValueError("train_dataset is required")
         if isinstance(image_tokenizer, (str, os.PathLike)):
-            image_tokenizer = load_image_tokenizer(resolve_model_path(image_tokenizer))
+            image_tokenizer = load_image_tokenizer(image_tokenizer)
         self.image_tokenizer = image_tokenizer
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if dataset is not None:

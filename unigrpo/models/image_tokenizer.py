@@ -118,10 +118,29 @@ class ImageTokenizer(torch.nn.Module):
         return [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
 
 
+BUILTIN_MODULES = ("unigrpo.models.tiny_vq", "unigrpo.models.magvit2")  # register themselves when imported
+
+
+def resolve_image_tokenizer_path(name_or_path: str | Path) -> Path:
+    """A folder, or the name of an image tokenizer shipped in ``unigrpo/assets`` (e.g. ``tiny-shapes-vq``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = Path(__file__).resolve().parent.parent / "assets" / str(name_or_path)
+    if (shipped / "config.json").is_file():
+        return shipped
+    raise FileNotFoundError(f"image tokenizer {str(name_or_path)!r} is neither a folder nor a shipped one")
+
+
 def load_image_tokenizer(path: str | Path, kind: str | None = None, device=None) -> ImageTokenizer:
-    """The image tokenizer saved in folder ``path``: of class ``kind`` (a registered name), or the one whose
-    ``matches_config`` recognises the folder's ``config.json``. Eval mode, on ``device``."""
-    path = Path(path)
+    """The image tokenizer saved in folder ``path`` (or shipped under that name): of class ``kind`` (a registered
+    name), or the one whose ``matches_config`` recognises the folder's ``config.json``. Eval mode, on ``device``."""
+    import importlib.util
+
+    for module in BUILTIN_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+    path = resolve_image_tokenizer_path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not an image tokenizer folder (no config.json)")
     if kind is None:
