@@ -52,9 +52,9 @@ def mixed_dataset(n=6):
     return Dataset.from_list(rows)
 
 
-def make_trainer(model_dir, tmp_path, dataset, rewards, **overrides):
+def make_trainer(model_dir, tmp_path, dataset, rewards, eval_dataset=None, **overrides):
     return UniGRPOTrainer(model=load_model(model_dir), reward_funcs=rewards, args=config(tmp_path, **overrides),
-                          train_dataset=dataset, processing_class=load_tokenizer(model_dir),
+                          train_dataset=dataset, eval_dataset=eval_dataset, processing_class=load_tokenizer(model_dir),
                           image_tokenizer=PatchColourTokenizer())
 
 
@@ -95,11 +95,15 @@ def test_mixed_training_runs_and_logs_per_task(mmada_dir, tmp_path):
 
 def test_t2i_training_raises_an_image_reward(mmada_dir, tmp_path):
     captions = Dataset.from_list([{"prompt": f"a picture {i}", "task": "t2i"} for i in range(32)])
-    trainer = make_trainer(mmada_dir, tmp_path, captions, [redness], per_device_train_batch_size=16,
-                           max_steps=30, learning_rate=1e-2, num_iterations=1)
+    held_out = Dataset.from_list([{"prompt": f"another one {i}", "task": "t2i"} for i in range(3)])
+    trainer = make_trainer(mmada_dir, tmp_path, captions, [redness], eval_dataset=held_out,
+                           per_device_train_batch_size=16, max_steps=30, learning_rate=1e-2, num_iterations=1)
     trainer.train()
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     assert sum(rewards[-6:]) / 6 > sum(rewards[:6]) / 6 + 0.2, rewards
+    grid = Image.open(tmp_path / "out" / "image_grid.png")  # before / after on the held-out captions
+    assert grid.size[1] == 20 + 3 * 96 and grid.size[0] > 2 * 96
+    assert trainer.evaluate()["eval_rewards/redness/mean"] > 0.3
 
 
 def test_image_tasks_need_an_image_tokenizer_and_known_task_names(mmada_dir, tmp_path):

@@ -6,11 +6,12 @@ import os
 
 from transformers import TrainerCallback
 
-CURVES = (("reward", "train reward"), ("eval_accuracy", "held-out accuracy"), ("loss", "loss"))
+CURVES = (("reward", "train reward"), ("eval_accuracy", "held-out accuracy"), ("eval_reward", "held-out reward"),
+          ("loss", "loss"))
 
 
 def plot_log_history(log_history: list[dict], path: str, title: str = "") -> str | None:
-    """One panel per logged curve (reward, eval_accuracy, loss); returns the path, or None if nothing was logged."""
+    """One panel per logged curve (reward, eval_accuracy, eval_reward, loss); returns the path, or None if nothing was logged."""
     import matplotlib
 
     matplotlib.use("Agg")

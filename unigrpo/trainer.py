@@ -39,9 +39,13 @@ from .masking import get_mask_schedule
 from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
+from .image_grid import ImageGridCallback
 from .plotting import TrainingCurvesCallback
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRunner, check_tasks, row_task
+
+
+GRID_CAPTIONS = 16  # held-out t2i captions drawn before / after training in image_grid.png
 
 
 class RepeatedBatchSampler(Sampler):
@@ -204,6 +208,9 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         self.task_runner = TaskRunner(self.engine, processing_class, args.sampler_config(),
                                       args.image_sampler_config(), self.image_tokenizer,
                                       self.unwrapped_model.get_input_embeddings().num_embeddings, args.eos_in_loss)
+        grid_rows = [row for row in (eval_dataset or []) if row_task(row) == "t2i"][:GRID_CAPTIONS]
+        if grid_rows:
+            self.add_callback(ImageGridCallback(self.generate_eval_images, grid_rows))
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
@@ -218,6 +225,14 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                 f"reward_weights has {len(args.reward_weights)} values for {len(self.reward_funcs)} reward functions"
             )
         return torch.tensor(args.reward_weights, dtype=torch.float32)
+
+    @torch.no_grad()
+    def generate_eval_images(self, rows: list[dict]) -> list:
+        """One image per t2i row with the evaluation settings (seeded: same captions, same noise every call)."""
+        args = self.args
+        runner = TaskRunner(self.engine, self.processing_class, args.sampler_config(args.eval_temperature),
+                            args.image_sampler_config(args.eval_temperature), self.image_tokenizer)
+        return runner.rollout("t2i", rows, 1, seed=args.seed).completions
 
     @property
     def unwrapped_model(self):
