@@ -125,7 +125,15 @@ def test_every_recipe_parses_and_validates(recipe):
 
     path = RECIPES / recipe
     config_cls = MaskedSFTConfig if "sft" in recipe else UniGRPOConfig
-    run_args, config, model_args = parse_recipe(config_cls, ["--config", str(path)])
-    resolve_reward_funcs(run_args.reward_funcs)
-    if not model_args.model_name_or_path.startswith("random-"):
+    gpu_only = ["--bf16", "false"] if recipe.startswith("mmada-8b") else []  # transformers refuses bf16 on CPU
+    run_args, config, model_args = parse_recipe(config_cls, ["--config", str(path), *gpu_only])
+    funcs, _ = resolve_reward_funcs(run_args.reward_funcs)
+    config.image_sampler_config()
+    if recipe.startswith("mmada-8b"):  # a real-model recipe: paths exist on a GPU machine, not here
+        from unigrpo.cli import peft_config_from
+
+        peft = peft_config_from(model_args)
+        assert peft is not None and "q_proj" in peft.target_modules and "ff_out" in peft.target_modules
+        assert run_args.image_tokenizer and len(config.reward_weights) == len(funcs)
+    elif not model_args.model_name_or_path.startswith("random-"):
         assert resolve_model_path(model_args.model_name_or_path).is_dir()
