@@ -31,3 +31,17 @@ def test_local_files_and_errors(tmp_path):
         load_prompt_dataset(str(bad))
     with pytest.raises(ValueError, match="split"):
         make_arith_dataset("validation")
+
+
+def test_image_paths_in_a_data_file_load_as_pil_images(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from unigrpo.data import load_prompt_dataset
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "red.png")
+    rows = [{"prompt": "What colour?", "image": str(tmp_path / "red.png"), "answer": "red", "task": "mmu"}]
+    (tmp_path / "mmu.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    row = load_prompt_dataset(str(tmp_path / "mmu.jsonl"))[0]
+    assert isinstance(row["image"], Image.Image) and row["image"].getpixel((0, 0)) == (255, 0, 0)

@@ -25,6 +25,10 @@ def load_prompt_dataset(name: str, split: str = "train", limit: int | None = Non
             raise ValueError(f"dataset file {name!r}: unsupported suffix {path.suffix!r}; use {sorted(_FORMATS)}")
         dataset = load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
     missing = [c for c in required if c not in dataset.column_names]
+    if "image" in dataset.column_names and dataset.features["image"].dtype == "string":
+        from datasets import Image
+
+        dataset = dataset.cast_column("image", Image())  # file paths → PIL images when rows are read
     if missing:
         raise ValueError(f"dataset {name!r} has no column(s) {missing}; it has {dataset.column_names}")
     if limit is not None:
