@@ -199,10 +199,18 @@ def cmd_init_tiny(argv) -> int:
     parser.add_argument("--preset", default="tiny", help="tiny | micro")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mmada", action="store_true", help="write an MMaDA (model_type mmada) config")
+    parser.add_argument("--image-tokenizer", help="MMaDA with embedding rows for this image tokenizer's codebook "
+                                                  "(a folder or shipped name, e.g. tiny-shapes-vq)")
     args = parser.parse_args(argv)
     from .models import init_tiny
 
-    path = init_tiny(args.output, preset=args.preset, seed=args.seed, mmada=args.mmada)
+    image = {}
+    if args.image_tokenizer:
+        from .models.image_tokenizer import load_image_tokenizer
+
+        vq = load_image_tokenizer(args.image_tokenizer)
+        image = {"mmada": True, "codebook_size": vq.codebook_size, "num_vq_tokens": vq.tokens_per_image}
+    path = init_tiny(args.output, preset=args.preset, seed=args.seed, **{"mmada": args.mmada, **image})
     print(f"wrote tiny {args.preset} model and tokenizer to {path}")
     return 0
 
