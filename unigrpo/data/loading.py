@@ -9,7 +9,13 @@ from datasets import Dataset, load_dataset
 from .arith import make_arith_dataset
 from .shapes import make_shapes_dataset
 
-BUILTIN = {"arith": make_arith_dataset, "shapes": make_shapes_dataset}
+BUILTIN = {
+    "arith": make_arith_dataset,
+    "shapes": make_shapes_dataset,  # captions only (t2i prompts for RL and evaluation)
+    # captions with 40 pictures each (train) or one (test): the SFT data of the t2i demo
+    "shapes-images": lambda split: make_shapes_dataset(split, per_caption=40 if split == "train" else 1,
+                                                       with_images=True),
+}
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 

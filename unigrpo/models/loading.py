@@ -83,8 +83,14 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def builtin_checkpoints() -> list[str]:
-    """Names of the checkpoints shipped with the package (``unigrpo/assets/<name>``)."""
-    return sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").is_file()) if ASSETS.is_dir() else []
+    """Names of the model checkpoints shipped with the package (``unigrpo/assets/<name>`` with a transformers
+    ``config.json``; the image tokenizers and CLIP shipped beside them are not models)."""
+    import json
+
+    if not ASSETS.is_dir():
+        return []
+    return sorted(p.name for p in ASSETS.iterdir()
+                  if (p / "config.json").is_file() and "model_type" in json.loads((p / "config.json").read_text()))
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
