@@ -57,6 +57,19 @@ def peft_config_from(model_args):
     return get_peft_config(model_args)
 
 
+def model_path_for(model_args, run_args):
+    """The recipe's model folder; a ``random-<preset>`` model gets rows for the image tokenizer's codes."""
+    from .models import resolve_model_path
+
+    image_codes = None
+    if run_args.image_tokenizer and str(model_args.model_name_or_path).startswith("random-"):
+        from .models.image_tokenizer import load_image_tokenizer
+
+        vq = load_image_tokenizer(run_args.image_tokenizer)
+        image_codes = (vq.codebook_size, vq.tokens_per_image)
+    return resolve_model_path(model_args.model_name_or_path, image_codes)
+
+
 def load_splits(run_args):
     from .data import load_prompt_dataset
 
@@ -92,24 +105,22 @@ def fit(trainer, kind: str) -> int:
 
 def cmd_train(argv) -> int:
     from .config import UniGRPOConfig
-    from .models import resolve_model_path
     from .trainer import UniGRPOTrainer
 
     run_args, config, model_args = parse_recipe(UniGRPOConfig, argv)
     train, test = load_splits(run_args)
-    model_path = resolve_model_path(model_args.model_name_or_path)
+    model_path = model_path_for(model_args, run_args)
     trainer = UniGRPOTrainer(model_path, run_args.reward_funcs, config, train, test,
                              peft_config=peft_config_from(model_args), image_tokenizer=run_args.image_tokenizer)
     return fit(trainer, "UniGRPO")
 
 
 def cmd_sft(argv) -> int:
-    from .models import resolve_model_path
     from .sft import MaskedSFTConfig, MaskedSFTTrainer
 
     run_args, config, model_args = parse_recipe(MaskedSFTConfig, argv)
     train, test = load_splits(run_args)
-    model_path = resolve_model_path(model_args.model_name_or_path)
+    model_path = model_path_for(model_args, run_args)
     return fit(MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs,
                                 image_tokenizer=run_args.image_tokenizer), "SFT")
 

@@ -93,8 +93,11 @@ def builtin_checkpoints() -> list[str]:
                   if (p / "config.json").is_file() and "model_type" in json.loads((p / "config.json").read_text()))
 
 
-def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A model folder, the name of a shipped checkpoint (e.g. ``tiny-arith-sft``), or ``random-<preset>`` → folder."""
+def resolve_model_path(name_or_path: str | Path | None, image_codes: tuple[int, int] | None = None) -> Path:
+    """A model folder, the name of a shipped checkpoint (e.g. ``tiny-arith-sft``), or ``random-<preset>`` → folder.
+
+    image_codes: (codebook_size, tokens_per_image) of the run's image tokenizer; a ``random-<preset>`` model is
+    then an MMaDA with embedding rows for those codes."""
     if name_or_path is None:
         raise ValueError("no model given: set model_name_or_path in the recipe or pass --model")
     path = Path(name_or_path)
@@ -104,7 +107,7 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
     if name in builtin_checkpoints():
         return ASSETS / name
     if name.startswith(RANDOM_PREFIX):
-        return random_init_path(name[len(RANDOM_PREFIX):])
+        return random_init_path(name[len(RANDOM_PREFIX):], image_codes=image_codes)
     raise FileNotFoundError(
         f"model path {name!r} does not exist, is not a built-in checkpoint {builtin_checkpoints()} "
         f"and is not '{RANDOM_PREFIX}<preset>'"
@@ -114,8 +117,9 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
 RANDOM_PREFIX = "random-"
 
 
-def random_init_path(preset: str, seed: int = 0) -> Path:
-    """``random-<preset>``: a fresh random tiny model (seed 0) + tokenizer, written once to the cache folder."""
+def random_init_path(preset: str, seed: int = 0, image_codes: tuple[int, int] | None = None) -> Path:
+    """``random-<preset>``: a fresh random tiny model (seed 0) + tokenizer, written once to the cache folder; with
+    ``image_codes`` = (codebook_size, tokens_per_image), an MMaDA with rows for the image codes."""
     import os
     import tempfile
 
@@ -124,11 +128,14 @@ def random_init_path(preset: str, seed: int = 0) -> Path:
     if preset not in PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r} in '{RANDOM_PREFIX}{preset}'; valid: {sorted(PRESETS)}")
     cache = Path(os.environ.get("UNIGRPO_CACHE", Path.home() / ".cache" / "unigrpo"))
-    target = cache / f"random-{preset}-seed{seed}"
+    image = {} if image_codes is None else {"mmada": True, "codebook_size": image_codes[0],
+                                            "num_vq_tokens": image_codes[1]}
+    suffix = "" if image_codes is None else f"-mmada-{image_codes[0]}x{image_codes[1]}"
+    target = cache / f"random-{preset}{suffix}-seed{seed}"
     if not (target / "config.json").is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".tmp-"))
-        init_tiny(tmp / "model", preset=preset, seed=seed)
+        init_tiny(tmp / "model", preset=preset, seed=seed, **image)
         os.replace(tmp / "model", target)  # atomic: a reader never sees a half-written folder
         tmp.rmdir()
     return target
