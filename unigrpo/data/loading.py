@@ -11,9 +11,10 @@ from .shapes import make_shapes_dataset
 
 BUILTIN = {
     "arith": make_arith_dataset,
-    "shapes": make_shapes_dataset,  # captions only (t2i prompts for RL and evaluation)
-    # captions with 40 pictures each (train) or one (test): the SFT data of the t2i demo
-    "shapes-images": lambda split: make_shapes_dataset(split, per_caption=40 if split == "train" else 1,
+    # captions only (t2i prompts for RL; the held-out split repeats each caption 4 times for sampled evaluation)
+    "shapes": lambda split: make_shapes_dataset(split, per_caption=4 if split == "test" else 1),
+    # captions with 80 pictures each (train) or one (others): the SFT data of the t2i demo
+    "shapes-images": lambda split: make_shapes_dataset(split, per_caption=80 if split == "train" else 1,
                                                        with_images=True),
 }
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}

@@ -2,9 +2,9 @@
 
 An image is a ``size``×``size`` RGB picture of one filled shape (circle, square or triangle) of one colour on a plain
 background of another colour, its centre and radius jittered per sample. Captions name the three attributes:
-``a {colour} {shape} on {background}``. Six colours × three shapes × five other backgrounds = 90 captions; a
-fixed sixth of them (15) is held out (``test`` split), so a held-out caption is a combination never seen in training
-(each of its words was).
+``a {colour} {shape} on {background}``. Six colours × three shapes × five other backgrounds = 90 captions, split
+(in a fixed shuffled order) into ``train`` (30: the SFT data), ``rl`` (45: prompts for RL, never seen by SFT) and
+``test`` (15: held out from both), so a held-out caption is a combination never trained on (each of its words was).
 
 Rows (TRL's prompt format): ``prompt`` (the caption), ``task`` (``t2i``), ``colour``, ``shape``, ``background``, and,
 for ``with_images=True``, ``image`` (the PIL picture, the SFT target and the data the image tokenizer and the demo's
@@ -26,7 +26,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25),
 }
 SHAPES = ("circle", "square", "triangle")
-HELD_OUT_EVERY = 6  # every sixth caption (in a fixed shuffled order) is held out
+SPLITS = {"test": (0,), "rl": (1, 3, 5), "train": (2, 4)}  # caption index mod 6 in the shuffled order
 
 
 def caption(colour: str, shape: str, background: str) -> str:
@@ -39,12 +39,12 @@ def all_triples() -> list[tuple[str, str, str]]:
 
 
 def split_triples(split: str) -> list[tuple[str, str, str]]:
-    """The captions of ``train`` (75) or ``test`` (15, held out)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"shapes split {split!r}; valid: ['train', 'test']")
+    """The captions of ``train`` (30), ``rl`` (45) or ``test`` (15, held out)."""
+    if split not in SPLITS:
+        raise ValueError(f"shapes split {split!r}; valid: {list(SPLITS)}")
     triples = all_triples()
     random.Random(0).shuffle(triples)
-    return [t for i, t in enumerate(triples) if (i % HELD_OUT_EVERY == 0) == (split == "test")]
+    return [t for i, t in enumerate(triples) if i % 6 in SPLITS[split]]
 
 
 def render_shape(colour: str, shape: str, background: str, size: int = 32, rng: random.Random | None = None):
