@@ -208,7 +208,8 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         self.task_runner = TaskRunner(self.engine, processing_class, args.sampler_config(),
                                       args.image_sampler_config(), self.image_tokenizer,
                                       self.unwrapped_model.get_input_embeddings().num_embeddings, args.eos_in_loss)
-        grid_rows = [row for row in (eval_dataset or []) if row_task(row) == "t2i"][:GRID_CAPTIONS]
+        grid_rows = list({str(row["prompt"]): row for row in (eval_dataset or [])
+                          if row_task(row) == "t2i"}.values())[:GRID_CAPTIONS]  # distinct held-out captions
         if grid_rows:
             self.add_callback(ImageGridCallback(self.generate_eval_images, grid_rows))
         self._metrics: dict[str, list[float]] = defaultdict(list)
