@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c .ci/constraints.txt
 EXTRAS ?= dev,image
 
-.PHONY: setup reward-envs demo test sft-demo bench
+.PHONY: setup reward-envs demo test sft-demo t2i-demo bench
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ demo: setup
 
 sft-demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo sft --config recipes/tiny-arith-sft.yaml
+
+t2i-demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo train --config recipes/tiny-t2i.yaml
 
 test: setup reward-envs
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q tests

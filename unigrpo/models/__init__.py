@@ -1,8 +1,10 @@
-"""Models: the LLaDA/MMaDA transformer, its tiny presets, the offline tokenizer and the loaders."""
+"""Models: the LLaDA/MMaDA transformer, its tiny presets, the offline tokenizer, the loaders, and the image
+tokenizer interface (``image_tokenizer``; implementations ``magvit2`` and ``tiny_vq`` register themselves)."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from .configuration_llada import LLaDAConfig, MMadaConfig
+from .image_tokenizer import IMAGE_TOKENIZERS, ImageTokenizer, load_image_tokenizer
 from .loading import builtin_checkpoints, load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
 from .modeling_llada import LORA_TARGET_MODULES, LLaDAModelLM, MMadaModelLM
 from .tiny import PRESETS, init_tiny, tiny_config
@@ -14,6 +16,9 @@ for _config, _model in ((LLaDAConfig, LLaDAModelLM), (MMadaConfig, MMadaModelLM)
     AutoModelForMaskedLM.register(_config, _model, exist_ok=True)
 
 __all__ = [
+    "IMAGE_TOKENIZERS",
+    "ImageTokenizer",
+    "load_image_tokenizer",
     "LLaDAConfig",
     "MMadaConfig",
     "LLaDAModelLM",
