@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c .ci/constraints.txt
-EXTRAS ?= dev,image
+EXTRAS ?= dev,image,ray
 
 .PHONY: setup reward-envs demo test sft-demo t2i-demo bench
 

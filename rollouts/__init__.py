@@ -1,6 +1,6 @@
 """Generation: the text and image samplers and the rollout engines (in-process now; Ray workers share the interface)."""
 
-from .engine import LocalEngine, RolloutBatch, tokenize_prompts
+from .engine import ROLLOUT_BACKENDS, LocalEngine, RolloutBatch, make_engine, tokenize_prompts
 from .image_sampler import ImageSamplerConfig, ImageSamplerOutput, cosine_masked_counts, generate_image_codes
 from .text_sampler import SAMPLERS, SamplerConfig, SamplerOutput, generate_text, get_sampler, num_transfer_tokens
 
@@ -10,6 +10,8 @@ __all__ = [
     "cosine_masked_counts",
     "generate_image_codes",
     "LocalEngine",
+    "ROLLOUT_BACKENDS",
+    "make_engine",
     "RolloutBatch",
     "tokenize_prompts",
     "SAMPLERS",

@@ -113,10 +113,26 @@ class LocalEngine:
         self.model.train(was_training)
         return ImageSamplerOutput(torch.cat([o.codes for o in outputs]), torch.cat([o.commit_step for o in outputs]))
 
-    def update_weights(self, *args, **kwargs) -> int:
-        """No-op: the engine shares the policy's parameters. Returns the (bumped) weights version."""
-        self.weights_version += 1
+    def update_weights(self, model=None, version: int | None = None) -> int:
+        """No-op apart from the version: the engine shares the policy's parameters (same arguments as
+        ``RayEngine.update_weights``, DESIGN §7). Returns the weights version."""
+        self.weights_version = self.weights_version + 1 if version is None else version
         return self.weights_version
 
     def close(self) -> None:
         pass
+
+
+def make_engine(backend: str, model, tokenizer, mask_token_id: int, **ray_options):
+    """The rollout engine named by ``rollout_backend`` (DESIGN §7): ``local`` (in-process, shares the policy's
+    parameters) or ``ray`` (``RayEngine`` with ``ray_options``: num_workers, num_cpus_per_worker, …)."""
+    if backend == "local":
+        return LocalEngine(model, tokenizer, mask_token_id)
+    if backend == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(model, tokenizer, mask_token_id, **ray_options)
+    raise ValueError(f"rollout_backend={backend!r} is not valid; choose one of {list(ROLLOUT_BACKENDS)}")
+
+
+ROLLOUT_BACKENDS = ("local", "ray")

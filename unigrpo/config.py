@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from rollouts.engine import ROLLOUT_BACKENDS
+
 from .advantages import SCALE_REWARDS
 from .likelihood import ESTIMATORS
 from .loss import LOSS_TYPES
@@ -107,6 +109,19 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     kl_reference: str = field(
         default="initial", metadata=_help("KL against the frozen 'initial' policy (paper) or the 'rollout' policy.")
     )
+    # ---- rollout workers (DESIGN §7) ----
+    rollout_backend: str = field(
+        default="local", metadata=_help("Who generates: 'local' (in-process) or 'ray' (a pool of Ray actors).")
+    )
+    ray_address: str | None = field(
+        default=None, metadata=_help("Ray cluster to join ('auto' = the running one); None starts a local Ray.")
+    )
+    ray_num_workers: int = field(default=2, metadata=_help("Ray: rollout worker actors, each with a policy copy."))
+    ray_num_cpus_per_worker: float = field(default=0.5, metadata=_help("Ray: CPUs reserved per worker (fractional)."))
+    ray_num_gpus_per_worker: float = field(default=0, metadata=_help("Ray: GPUs per worker (1 = one per GPU)."))
+    ray_max_worker_restarts: int = field(
+        default=3, metadata=_help("Ray: consecutive restarts of a dead worker before the run stops with an error.")
+    )
     # ---- Trainer defaults that differ for RL ----
     remove_unused_columns: bool = field(default=False, metadata=_help("Keep dataset columns for the rewards."))
     logging_steps: float = field(default=10, metadata=_help("Log every N optimizer steps."))
@@ -128,6 +143,7 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             "kl_reference": (self.kl_reference, list(KL_REFERENCES)),
             "remasking": (self.remasking, list(REMASKING)),
             "reward_errors": (self.reward_errors, list(REWARD_ERRORS)),
+            "rollout_backend": (self.rollout_backend, list(ROLLOUT_BACKENDS)),
         }
         for key, (value, valid) in choices.items():
             if value not in valid:
@@ -156,6 +172,13 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             raise ValueError(f"beta={self.beta} must be ≥ 0")
         if self.eos_in_loss < 0:
             raise ValueError(f"eos_in_loss={self.eos_in_loss} must be ≥ 0")
+        if self.ray_num_workers < 1:
+            raise ValueError(f"ray_num_workers={self.ray_num_workers} must be ≥ 1")
+        if self.ray_num_cpus_per_worker <= 0 or self.ray_num_gpus_per_worker < 0:
+            raise ValueError(f"ray_num_cpus_per_worker={self.ray_num_cpus_per_worker} must be > 0 and "
+                             f"ray_num_gpus_per_worker={self.ray_num_gpus_per_worker} ≥ 0")
+        if self.ray_max_worker_restarts < 0:
+            raise ValueError(f"ray_max_worker_restarts={self.ray_max_worker_restarts} must be ≥ 0")
         self.sampler_config()  # validates the sampler options (gen_length / block_length / steps)
         self.image_sampler_config()
 

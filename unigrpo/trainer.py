@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Sampler
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
-from rollouts import LocalEngine
+from rollouts import make_engine
 
 from .advantages import group_advantages
 from .config import UniGRPOConfig
@@ -127,6 +127,25 @@ class Rollouts:
         return {"advantages": self.advantages, "tasks": [t.inputs_for_step(n) for t in self.tasks]}
 
 
+def ray_engine_options(args: UniGRPOConfig) -> dict:
+    """``RayEngine`` keyword arguments from the config's ``ray_*`` fields (unused by the local engine)."""
+    if args.rollout_backend != "ray":
+        return {}
+    return dict(num_workers=args.ray_num_workers, num_cpus_per_worker=args.ray_num_cpus_per_worker,
+                num_gpus_per_worker=args.ray_num_gpus_per_worker, ray_address=args.ray_address,
+                max_worker_restarts=args.ray_max_worker_restarts)
+
+
+class CloseEngineCallback(TrainerCallback):
+    """Stops the rollout workers when training ends."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.engine.close()
+
+
 class UniGRPOTrainer(GenerationEvalMixin, Trainer):
     """UniGRPO for masked-diffusion LMs, with TRL's constructor and dataset conventions.
 
@@ -202,7 +221,8 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
-        self.engine = LocalEngine(self.unwrapped_model, processing_class, self.mask_token_id)
+        self.engine = make_engine(args.rollout_backend, self.unwrapped_model, processing_class, self.mask_token_id,
+                                  **ray_engine_options(args))
         if self.image_tokenizer is not None:
             self.image_tokenizer.to(self.args.device)
         self.task_runner = TaskRunner(self.engine, processing_class, args.sampler_config(),
@@ -212,6 +232,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                           if row_task(row) == "t2i"}.values())[:GRID_CAPTIONS]  # distinct held-out captions
         if grid_rows:
             self.add_callback(ImageGridCallback(self.generate_eval_images, grid_rows))
+        self.add_callback(CloseEngineCallback(self.engine))  # last: the grid callback still draws at train end
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
@@ -231,9 +252,16 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
     def generate_eval_images(self, rows: list[dict]) -> list:
         """One image per t2i row with the evaluation settings (seeded: same captions, same noise every call)."""
         args = self.args
+        self.sync_engine_weights()
         runner = TaskRunner(self.engine, self.processing_class, args.sampler_config(args.eval_temperature),
                             args.image_sampler_config(args.eval_temperature), self.image_tokenizer)
         return runner.rollout("t2i", rows, 1, seed=args.seed).completions
+
+    def sync_engine_weights(self) -> None:
+        """Send the policy to the rollout engine when an optimizer step changed it (DESIGN §7; local: no-op)."""
+        if self.engine.weights_version != self.state.global_step:
+            with self.timer("weight_sync"):
+                self.engine.update_weights(self.unwrapped_model, version=self.state.global_step)
 
     @property
     def unwrapped_model(self):
@@ -271,6 +299,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         """rollout → rewards → advantages → μ views → old / reference log-probs (all no-grad)."""
         args, G = self.args, self.args.num_generations
         seed = args.seed * 1_000_003 + self._micro_step
+        self.sync_engine_weights()
         with self.timer("rollout"):
             groups = [self.task_runner.rollout(task, task_rows, G, seed) for task, task_rows in by_task(rows)]
         rows = [row for g in groups for row in g.rows]  # task order; a prompt's G answers stay consecutive
