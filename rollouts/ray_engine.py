@@ -47,11 +47,9 @@ def split_prompts(num_prompts: int, num_workers: int) -> list[slice]:
 def weights_to_send(model, bf16: bool = False) -> tuple[dict[str, torch.Tensor], bool]:
     """CPU tensors to broadcast: the adapter state dict for a ``PeftModel``, else the full state dict (bf16 copy
     of floating tensors when asked). Returns (state, is_peft)."""
-    try:
-        from peft import PeftModel, get_peft_model_state_dict
-    except ImportError:  # pragma: no cover - peft is a core dependency
-        PeftModel = ()
-    is_peft = isinstance(model, PeftModel) if PeftModel else False
+    from peft import PeftModel, get_peft_model_state_dict
+
+    is_peft = isinstance(model, PeftModel)
     state = get_peft_model_state_dict(model) if is_peft else model.state_dict()
     dtype = lambda t: torch.bfloat16 if bf16 and t.is_floating_point() else t.dtype
     return {k: v.detach().to("cpu", dtype(v)) for k, v in state.items()}, is_peft
