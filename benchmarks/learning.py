@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from unigrpo.cli import RunArguments, parse_recipe  # noqa: E402
 from unigrpo.config import UniGRPOConfig  # noqa: E402
+from unigrpo.plotting import plot_seed_curves  # noqa: E402
 from unigrpo.data import load_prompt_dataset  # noqa: E402
 from unigrpo.evaluation import evaluate_accuracy  # noqa: E402
 from unigrpo.models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path  # noqa: E402
@@ -67,26 +68,6 @@ def run_seed(recipe: str, seed: int, overrides: list[str], out_root: Path) -> di
             "steps": steps_done, "n_report": len(report), "curve": curve}
 
 
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for r in results:
-        steps, acc = zip(*r["curve"])
-        ax.plot(steps, acc, marker="o", markersize=3, label=f"seed {r['seed']}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("held-out greedy accuracy (selection set)")
-    ax.set_title("UniGRPO on tiny-arith (2 CPU cores)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny-arith.yaml"))
@@ -96,7 +77,8 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     torch.set_num_threads(2)
     results = [run_seed(args.recipe, seed, overrides, Path(args.out)) for seed in args.seeds]
-    plot(results, Path(args.plot))
+    plot_seed_curves(results, Path(args.plot), "held-out greedy accuracy (selection set)",
+                     "UniGRPO on tiny-arith (2 CPU cores)")
     print(f"{'seed':>4} {'before':>7} {'after':>7} {'gain':>6} {'steps':>5} {'wall s':>7}")
     for r in results:
         gain = r["accuracy_after"] - r["accuracy_before"]

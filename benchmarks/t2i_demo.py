@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from unigrpo.cli import load_splits, model_path_for, parse_recipe  # noqa: E402
 from unigrpo.config import UniGRPOConfig  # noqa: E402
+from unigrpo.plotting import plot_seed_curves  # noqa: E402
 from unigrpo.trainer import UniGRPOTrainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,26 +59,6 @@ def sampler_seconds_per_image(trainer, rows: list[dict], repeats: int = 3) -> fl
     return (time.perf_counter() - start) / (repeats * len(rows))
 
 
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for r in results:
-        steps, values = zip(*r["curve"])
-        ax.plot(steps, values, marker="o", markersize=3, label=f"seed {r['seed']}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("held-out CLIP score (100·cos)")
-    ax.set_title("tiny t2i UniGRPO: 15 unseen captions × 4 pictures")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny-t2i.yaml"))
@@ -90,7 +71,8 @@ def main() -> None:
     rows = [{"prompt": "a red circle on blue", "task": "t2i"}] * 64
     per_image = sampler_seconds_per_image(trainer, rows)
     shutil.copy(results[0]["grid"], ROOT / "benchmarks" / "t2i_grid.png")
-    plot(results, ROOT / "benchmarks" / "t2i_learning.png")
+    plot_seed_curves(results, ROOT / "benchmarks" / "t2i_learning.png", "held-out CLIP score (100·cos)",
+                     "tiny t2i UniGRPO: 15 unseen captions × 4 pictures")
     for r in results:
         print(f"seed {r['seed']}: held-out CLIP {r['before']:.2f} → {r['after']:.2f} (best {r['best']:.2f}), "
               f"{r['steps']} steps in {r['seconds']} s")

@@ -14,7 +14,7 @@ import torch
 from rollouts import LocalEngine
 
 from .rewarding import combine_rewards, score_completions
-from .tasks import TaskRunner, row_task
+from .tasks import TASKS, TaskRunner, row_task
 
 
 @torch.no_grad()
@@ -46,9 +46,9 @@ def evaluate_accuracy(
     runner = TaskRunner(engine, tokenizer, sampler_config, image_sampler_config, image_tokenizer,
                         model.get_input_embeddings().num_embeddings)
     rows = [dataset[i] for i in range(len(dataset))]
-    order = sorted(range(len(rows)), key=lambda i: TASK_ORDER.index(row_task(rows[i])))  # stable: by task
+    order = sorted(range(len(rows)), key=lambda i: TASKS.index(row_task(rows[i])))  # stable: by task
     groups = [runner.rollout(task, [rows[i] for i in order if row_task(rows[i]) == task], 1, seed)
-              for task in TASK_ORDER if any(row_task(rows[i]) == task for i in order)]
+              for task in TASKS if any(row_task(rows[i]) == task for i in order)]
     rows = [rows[i] for i in order]
     prompts = [row["prompt"] for row in rows]
     completions = [c for g in groups for c in g.completions]
@@ -74,8 +74,6 @@ def evaluate_accuracy(
         results["correct"] = [bool(correct[j]) for j in back]
     return results
 
-
-TASK_ORDER = ("t2t", "mmu", "t2i")
 
 
 class GenerationEvalMixin:

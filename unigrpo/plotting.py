@@ -36,6 +36,27 @@ def plot_log_history(log_history: list[dict], path: str, title: str = "") -> str
     return path
 
 
+def plot_seed_curves(results: list[dict], path, ylabel: str, title: str) -> None:
+    """One line per seed: ``results`` items carry ``seed`` and ``curve`` = [(step, value), …] (the benchmarks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for r in results:
+        steps, values = zip(*r["curve"])
+        ax.plot(steps, values, marker="o", markersize=3, label=f"seed {r['seed']}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 class TrainingCurvesCallback(TrainerCallback):
     """Writes ``training_curves.png`` to ``output_dir`` at the end of training (main process only)."""
 

@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from rewards.inputs import caption_text
 from rollouts import tokenize_prompts
 
 from .config import SamplingArguments
 from .evaluation import GenerationEvalMixin
 from .models import load_model, load_tokenizer, resolve_mask_token_id
-from .plotting import TrainingCurvesCallback
 from .models.image_tokenizer import load_image_tokenizer
-from .models.layouts import image_suffix, mmu_prompts, t2i_prompts
+from .models.layouts import image_suffix, mmu_prompts, multimodal_ids, t2i_prompts
+from .plotting import TrainingCurvesCallback
 from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
-from .tasks import TaskRunner, caption_of, check_tasks, row_task
+from .tasks import check_tasks, row_task
 
 SFT_NOISE = ("continuous", "count")
 MIN_MASK_PROB = 1e-3
@@ -148,8 +149,8 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
         self.ids = None
         if image_tokenizer is not None:
             image_tokenizer.to(self.args.device)
-            self.ids = TaskRunner(None, processing_class, None, image_tokenizer=image_tokenizer,
-                                  vocab_rows=self.model.get_input_embeddings().num_embeddings).ids
+            self.ids = multimodal_ids(processing_class, image_tokenizer.codebook_size,
+                                      self.model.get_input_embeddings().num_embeddings)
 
     def collate(self, rows: list[dict]) -> dict:
         """One group per task: left-padded prompts, answer canvases, the suffix after image answers."""
@@ -161,7 +162,7 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
     def collate_task(self, task: str, rows: list[dict]) -> dict:
         tokenizer = self.processing_class
         if task == "t2i":
-            prompt_ids, prompt_mask = t2i_prompts([caption_of(r) for r in rows], tokenizer, self.ids)
+            prompt_ids, prompt_mask = t2i_prompts([caption_text(r["prompt"]) for r in rows], tokenizer, self.ids)
             codes = self.image_tokenizer.encode([r["image"] for r in rows]).cpu()  # (B, N)
             return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": self.ids.code_ids(codes),
                     "suffix_ids": image_suffix(len(rows), self.ids), "is_image": True}

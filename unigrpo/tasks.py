@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rewards.inputs import caption_text
+
 from .masking import loss_eligible_positions
 from .models.layouts import (
     image_suffix,
@@ -110,7 +112,7 @@ class TaskRunner:
 
     def rollout_t2i(self, rows, G, seed) -> TaskRollout:
         ids, image_tokenizer, config = self.ids, self.image_tokenizer, self.image_sampler_config
-        prompt_ids, prompt_mask = t2i_prompts([caption_of(row) for row in rows], self.tokenizer, ids)
+        prompt_ids, prompt_mask = t2i_prompts([caption_text(row["prompt"]) for row in rows], self.tokenizer, ids)
         B, P = prompt_ids.shape
         unconditional = t2i_unconditional_prompts(B, P, ids) if config.cfg_scale > 0 else None
         out = self.engine.generate_images(
@@ -125,13 +127,4 @@ class TaskRunner:
         return TaskRollout("t2i", rows, prompt_ids.repeat_interleave(G, 0).to(device),
                            prompt_mask.repeat_interleave(G, 0).to(device), completion_ids,
                            torch.ones_like(completion_ids, dtype=torch.bool), image_suffix(N, ids, device), images)
-
-
-def caption_of(row: dict) -> str:
-    """A t2i row's caption: its prompt text, or the last user message of a conversational prompt."""
-    prompt = row.get("prompt")
-    if isinstance(prompt, list):
-        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        prompt = users[-1] if users else ""
-    return prompt
 
