@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from unigrpo.models.block_cache import BlockKVCache
+
 
 @dataclass
 class SamplerConfig:
@@ -42,6 +44,15 @@ class SamplerConfig:
     """Which masked positions to commit each step: ``low_confidence`` (most probable first) or ``random``."""
     cfg_scale: float = 0.0
     """s, classifier-free guidance: logits = u + (s+1)(c − u), u with the prompt masked; 0 = off (one forward)."""
+    cache: str = "none"
+    """Block KV cache (Fast-dLLM): ``none`` (every step a full forward), ``prefix`` (reuse the prompt's and finished
+    blocks' keys/values within a block) or ``dual`` (also the masked suffix's); refreshed at each block's start."""
+    threshold: float | None = None
+    """Confidence-threshold decoding: each step also commits every masked position of the block whose confidence
+    exceeds this (in (0, 1]); ``steps`` becomes a maximum — a block ends as soon as it has no mask. None = off."""
+    factor: float | None = None
+    """Factor-based parallel decoding (Fast-dLLM): each step commits the n most confident masked positions while
+    the n-th confidence ≥ 1 − factor/(n + 1); ``steps`` becomes a maximum. None = off."""
 
     def __post_init__(self):
         for key in ("gen_length", "block_length", "steps"):
@@ -67,6 +78,21 @@ class SamplerConfig:
             raise ValueError(f"temperature={self.temperature!r} must be a finite number ≥ 0")
         if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
             raise ValueError(f"cfg_scale={self.cfg_scale!r} must be a finite number ≥ 0")
+        if self.cache not in CACHES:
+            raise ValueError(f"cache={self.cache!r} is not valid; choose one of {list(CACHES)}")
+        if self.threshold is not None and not (isinstance(self.threshold, (int, float)) and 0 < self.threshold <= 1):
+            raise ValueError(f"threshold={self.threshold!r} must be a confidence in (0, 1], or None (off)")
+        if self.factor is not None and not (isinstance(self.factor, (int, float)) and math.isfinite(self.factor)
+                                            and self.factor > 0):
+            raise ValueError(f"factor={self.factor!r} must be a finite number > 0, or None (off)")
+        if (self.threshold is not None or self.factor is not None) and self.remasking != "low_confidence":
+            raise ValueError(f"threshold/factor decoding compares model probabilities, so it needs "
+                             f"remasking='low_confidence', not {self.remasking!r}")
+
+    @property
+    def parallel(self) -> bool:
+        """Whether a step may commit more than its scheduled count (threshold or factor decoding)."""
+        return self.threshold is not None or self.factor is not None
 
     @property
     def num_blocks(self) -> int:
@@ -87,6 +113,8 @@ class SamplerOutput:
     """(B, L): the answer; after its first EOS everything is EOS (when an EOS id was given)."""
     commit_step: torch.LongTensor
     """(B, L): the global step (0-based) at which each answer position was committed — the decoding order."""
+    forwards: int = 0
+    """Model forwards run (NFE; a CFG step counts once although it runs both halves in one batch)."""
 
 
 # ---- schedule ------------------------------------------------------------------------------------------------------
@@ -145,6 +173,7 @@ def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None) ->
 
 
 REMASKING = {"low_confidence": chosen_token_probability, "random": random_confidence}
+CACHES = ("none", "prefix", "dual")
 
 
 def select_commits(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -159,29 +188,78 @@ def select_commits(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return rank < k[:, None]
 
 
+# ---- parallel decoding: how many positions a step commits (Fast-dLLM §3.3) --------------------------------------
+
+
+def threshold_commit_count(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Masked positions whose confidence exceeds τ. confidence (B, K), −inf where not masked → (B,).
+
+    ``>`` where Fast-dLLM writes ``≥``: they differ only at equality, and with ``>`` τ = 1 means exactly "never
+    parallel" (a float32 probability can round to 1.0).
+    """
+    return (confidence > threshold).sum(dim=1)
+
+
+def factor_commit_count(confidence: torch.Tensor, factor: float) -> torch.Tensor:
+    """Fast-dLLM's factor rule: with the confidences sorted, c(1) ≥ c(2) ≥ …, the longest run n such that
+    c(m) ≥ 1 − f/(m + 1) for every m ≤ n — more tokens in parallel only while each is near-certain.
+    confidence (B, K), −inf where not masked → (B,)."""
+    ordered = confidence.sort(dim=1, descending=True).values  # (B, K)
+    m = torch.arange(1, confidence.shape[1] + 1, device=confidence.device, dtype=ordered.dtype)
+    passes = ordered >= 1 - factor / (m + 1)  # (B, K)
+    return passes.long().cumprod(dim=1).sum(dim=1)
+
+
+def commit_count(scheduled: torch.Tensor, confidence: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
+    """Positions to commit this step per row (B,): the plain schedule's count, raised by threshold / factor
+    decoding, at least one. The schedule stays a floor, so a block never needs more than its ``steps``; with one
+    scheduled token per step this is Fast-dLLM's rule (max(1, count above τ))."""
+    k = scheduled
+    if config.threshold is not None:
+        k = torch.maximum(k, threshold_commit_count(confidence, config.threshold))
+    if config.factor is not None:
+        k = torch.maximum(k, factor_commit_count(confidence, config.factor))
+    return k.clamp(min=1)
+
+
 # ---- the model call ------------------------------------------------------------------------------------------------
 
 
-def model_logits(model, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """``model(x).logits`` (B, T, V); the attention mask is passed only when there is padding."""
-    if attention_mask is None:
-        return model(x).logits
-    return model(x, attention_mask=attention_mask).logits
+def model_logits(model, x: torch.Tensor, attention_mask: torch.Tensor | None, **cache) -> torch.Tensor:
+    """``model(x).logits`` (B, T, V); the attention mask is passed only when there is padding, the block-cache
+    arguments (``kv_cache``, ``span_start``) only when caching."""
+    if attention_mask is not None:
+        cache["attention_mask"] = attention_mask
+    return model(x, **cache).logits
 
 
-def guided_logits(model, x, attention_mask, unconditional_prompt, cfg_scale: float, window: slice) -> torch.Tensor:
-    """Logits of x at ``window`` positions → (B, K, V); with CFG, u + (s+1)(c − u) (LLaDA ``generate``, cfg_scale).
+def block_logits(model, x, attention_mask, unconditional_prompt, config: SamplerConfig, window: slice,
+                 kv_cache: BlockKVCache | None, refresh: bool) -> torch.Tensor:
+    """Logits of x at the block's ``window`` positions → (B, K, V); with CFG, u + (s+1)(c − u) (LLaDA
+    ``generate``, cfg_scale).
 
     The unconditional rows are x with the prompt replaced by ``unconditional_prompt`` (real tokens → mask id); both
-    halves go through one forward by concatenation along the batch.
+    halves go through one forward by concatenation along the batch (and share one cache). Caching: a full forward
+    that also refreshes ``kv_cache`` when ``refresh`` (a block's first step), else a forward of the span only —
+    the window and everything after it (``prefix``) or the window alone (``dual``).
     """
-    if cfg_scale == 0:
-        return model_logits(model, x, attention_mask)[:, window]
-    P = unconditional_prompt.shape[1]
-    unconditional = torch.cat([unconditional_prompt, x[:, P:]], dim=1)  # (B, T)
-    both_mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])  # (2B, T)
-    cond, uncond = model_logits(model, torch.cat([x, unconditional]), both_mask)[:, window].chunk(2)  # (B, K, V) ×2
-    return uncond + (cfg_scale + 1) * (cond - uncond)
+    rows, mask = x, attention_mask
+    if config.cfg_scale:
+        P = unconditional_prompt.shape[1]
+        rows = torch.cat([x, torch.cat([unconditional_prompt, x[:, P:]], dim=1)])  # (2B, T)
+        mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])  # (2B, T)
+    if kv_cache is None:
+        logits = model_logits(model, rows, mask)[:, window]
+    elif refresh:
+        logits = model_logits(model, rows, mask, kv_cache=kv_cache)[:, window]
+    else:
+        stop = rows.shape[1] if config.cache == "prefix" else window.stop
+        span = model_logits(model, rows[:, window.start : stop], mask, kv_cache=kv_cache, span_start=window.start)
+        logits = span[:, : window.stop - window.start]
+    if not config.cfg_scale:
+        return logits
+    cond, uncond = logits.chunk(2)  # (B, K, V) each
+    return uncond + (config.cfg_scale + 1) * (cond - uncond)
 
 
 def forbid_token(logits: torch.Tensor, token_id: int) -> torch.Tensor:
@@ -233,24 +311,31 @@ def generate_text(
         full_mask = torch.cat([attention_mask, torch.ones(B, L, dtype=attention_mask.dtype, device=device)], dim=1)
     commit_step = torch.full((B, L), -1, dtype=torch.long, device=device)
 
+    kv_cache = None if config.cache == "none" else BlockKVCache()
+    forwards = 0
     for block in range(config.num_blocks):
         window = slice(P + block * K, P + (block + 1) * K)
         schedule = num_transfer_tokens((x[:, window] == mask_token_id).sum(dim=1), config.steps_per_block)  # (B, S)
         for i in range(config.steps_per_block):
+            masked = x[:, window] == mask_token_id  # (B, K)
+            if config.parallel and not bool(masked.any()):
+                break  # parallel commits finished the block early: ``steps`` is a maximum
             step = block * config.steps_per_block + i
-            logits = guided_logits(model, x, full_mask, unconditional_prompt, config.cfg_scale, window)  # (B, K, V)
-            logits = forbid_token(logits, mask_token_id)
+            logits = block_logits(model, x, full_mask, unconditional_prompt, config, window, kv_cache, i == 0)
+            forwards += 1
+            logits = forbid_token(logits, mask_token_id)  # (B, K, V)
             x0 = gumbel_max_sample(logits, config.temperature, generator).to(x.dtype)  # (B, K)
             confidence = REMASKING[config.remasking](logits, x0, generator).to(torch.float64)  # (B, K)
-            masked = x[:, window] == mask_token_id  # (B, K)
-            commit = select_commits(confidence.masked_fill(~masked, -torch.inf), schedule[:, i]) & masked
+            confidence = confidence.masked_fill(~masked, -torch.inf)
+            k = commit_count(schedule[:, i], confidence, config) if config.parallel else schedule[:, i]
+            commit = select_commits(confidence, k) & masked
             x[:, window] = torch.where(commit, x0, x[:, window])
             commit_step[:, window.start - P : window.stop - P].masked_fill_(commit, step)
 
     completion = x[:, P:]  # (B, L)
     if eos_token_id is not None:
         completion = truncate_after_eos(completion, eos_token_id)
-    return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step)
+    return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step, forwards)
 
 
 SAMPLERS = {"text": generate_text}

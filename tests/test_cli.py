@@ -20,6 +20,9 @@ def test_init_tiny_then_generate(tmp_path, capsys):
                  "--gen_length", "8", "--block_length", "4", "--steps", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt", "12+34=", "--gen_length", "8",
+                 "--block_length", "4", "--steps", "8", "--kv_cache", "dual", "--confidence_threshold", "0.9"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 def test_bad_inputs_name_the_value(tmp_path, capsys):

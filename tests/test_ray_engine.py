@@ -17,6 +17,7 @@ from rollouts.ray_engine import RayEngine, StaleWeightsError, split_prompts, wor
 from unigrpo.models import load_model, load_tokenizer, resolve_mask_token_id
 
 CONFIG = SamplerConfig(gen_length=4, block_length=4, steps=4, temperature=1.0)
+FAST = SamplerConfig(gen_length=8, block_length=4, steps=8, temperature=1.0, cache="dual", threshold=0.5)  # issue #7
 PROMPTS = [f"q{i:02d}=" for i in range(5)]
 G = 3
 
@@ -62,20 +63,21 @@ def test_one_worker_equals_local_engine(ray_session, policy, micro_model_dir):
         engine.close()
 
 
-def test_two_workers_return_the_full_batch_in_order(two_workers, policy):
-    got = two_workers.generate(PROMPTS, CONFIG, G, seed=5)
-    assert got.completion_ids.shape == (len(PROMPTS) * G, CONFIG.gen_length)
+@pytest.mark.parametrize("config", [CONFIG, FAST], ids=["plain", "fast"])
+def test_two_workers_return_the_full_batch_in_order(two_workers, policy, config):
+    got = two_workers.generate(PROMPTS, config, G, seed=5)
+    assert got.completion_ids.shape == (len(PROMPTS) * G, config.gen_length)
     # worker k ran prompts [k-th share] with seed worker_seed(5, k): reproduce each share in-process
     model, tokenizer, mask_id = policy
     from rollouts import tokenize_prompts
 
     ids, mask = tokenize_prompts(tokenizer, PROMPTS)
     for rank, share in enumerate(split_prompts(len(PROMPTS), 2)):
-        want = LocalEngine(*policy).generate_from_ids(ids[share], mask[share], CONFIG, G, seed=worker_seed(5, rank))
+        want = LocalEngine(*policy).generate_from_ids(ids[share], mask[share], config, G, seed=worker_seed(5, rank))
         rows = slice(share.start * G, share.stop * G)
         assert torch.equal(got.completion_ids[rows], want.completion_ids)
         assert torch.equal(got.prompt_ids[rows], want.prompt_ids)
-    assert torch.equal(two_workers.generate(PROMPTS, CONFIG, G, seed=5).completion_ids, got.completion_ids)
+    assert torch.equal(two_workers.generate(PROMPTS, config, G, seed=5).completion_ids, got.completion_ids)
 
 
 def test_update_weights_changes_outputs_and_versions_match(ray_session, policy):

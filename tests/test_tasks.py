@@ -152,3 +152,21 @@ def test_sft_learns_caption_to_image_and_mixes_tasks(mmada_dir, tmp_path):
                                 image_tokenizer=trainer.image_tokenizer)
     red_score, blue_score = redness(None, results["completions"])
     assert red_score > 0.5 and blue_score < -0.5, (red_score, blue_score)
+
+
+def test_mmu_rollouts_with_the_fast_sampler(mmada_dir, tmp_path):
+    """The image prefix of mmu prompts is part of the cached prompt: one step per block (every forward refreshes
+    the cache) with τ = 1 gives the plain answers exactly; a dual cache with threshold decoding leaves no mask."""
+    from dataclasses import replace
+
+    trainer = make_trainer(mmada_dir, tmp_path, mixed_dataset(), [target_text, redness],
+                           max_completion_length=8, block_length=4, diffusion_steps=2)
+    runner, rows = trainer.task_runner, [trainer.train_dataset[i] for i in range(1, 6, 3)]  # the two mmu rows
+    assert [r["task"] for r in rows] == ["mmu", "mmu"]
+    plain = runner.rollout("mmu", rows, 4, seed=0)
+    runner.sampler_config = replace(runner.sampler_config, cache="dual", threshold=1.0)
+    exact = runner.rollout("mmu", rows, 4, seed=0)
+    assert torch.equal(exact.completion_ids, plain.completion_ids)
+    runner.sampler_config = replace(runner.sampler_config, steps=8, threshold=0.5)
+    fast = runner.rollout("mmu", rows, 4, seed=0)
+    assert fast.completion_ids.shape == (8, 8) and not (fast.completion_ids == trainer.mask_token_id).any()

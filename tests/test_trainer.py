@@ -108,8 +108,11 @@ def test_forward_pass_counts(micro_model_dir, tmp_path, beta, num_iterations, ex
     assert trainer.forward_counts["ref"] == expect_ref * N
 
 
-def test_short_run_increases_a_trivially_learnable_reward(micro_model_dir, tmp_path):
-    trainer = make_trainer(micro_model_dir, tmp_path, max_steps=40, learning_rate=1e-2, num_iterations=1)
+@pytest.mark.parametrize("fast", [{}, dict(kv_cache="dual", confidence_threshold=0.9, max_completion_length=8,
+                                            block_length=4, diffusion_steps=8)])
+def test_short_run_increases_a_trivially_learnable_reward(micro_model_dir, tmp_path, fast):
+    # fast: rollouts with a dual KV cache and threshold decoding (issue #7); the loss is unchanged
+    trainer = make_trainer(micro_model_dir, tmp_path, max_steps=40, learning_rate=1e-2, num_iterations=1, **fast)
     trainer.train()
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     assert len(rewards) == 40

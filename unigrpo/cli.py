@@ -179,6 +179,11 @@ def cmd_generate(argv) -> int:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
     parser.add_argument("--cfg_scale", type=float, default=0.0)
+    parser.add_argument("--kv_cache", default="none", choices=["none", "prefix", "dual"],
+                        help="block KV cache (Fast-dLLM)")
+    parser.add_argument("--confidence_threshold", type=float, default=None,
+                        help="threshold decoding: commit every masked position above this confidence")
+    parser.add_argument("--confidence_factor", type=float, default=None, help="factor-based parallel decoding")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -189,7 +194,8 @@ def cmd_generate(argv) -> int:
     sampler = SamplerConfig(
         gen_length=args.gen_length, block_length=args.block_length,
         steps=args.steps if args.steps is not None else max(args.gen_length // 2, 1),
-        temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale,
+        temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale, cache=args.kv_cache,
+        threshold=args.confidence_threshold, factor=args.confidence_factor,
     )
     model_path = resolve_model_path(args.model)
     tokenizer, model = load_tokenizer(model_path), load_model(model_path)

@@ -38,6 +38,19 @@ class SamplingArguments:
     temperature: float = field(default=1.0, metadata=_help("Gumbel-max sampling temperature of rollouts (0 = argmax)."))
     remasking: str = field(default="low_confidence", metadata=_help("Which tokens to commit: low_confidence | random."))
     cfg_scale: float = field(default=0.0, metadata=_help("Classifier-free guidance scale s (0 = off)."))
+    kv_cache: str = field(
+        default="none",
+        metadata=_help("Block KV cache of rollouts and evaluation (Fast-dLLM): none | prefix | dual (also reuses the "
+                       "masked suffix). Refreshed at each block's start; the loss always runs the full forward."),
+    )
+    confidence_threshold: float | None = field(
+        default=None,
+        metadata=_help("Threshold decoding: also commit every masked position of the block whose confidence exceeds "
+                       "this; diffusion_steps becomes a maximum (Fast-dLLM: 0.9 with one scheduled token per step)."),
+    )
+    confidence_factor: float | None = field(
+        default=None, metadata=_help("Factor-based parallel decoding (Fast-dLLM): n-th best confidence ≥ 1 − f/(n+1).")
+    )
     eval_temperature: float = field(default=0.0, metadata=_help("Sampling temperature for evaluation (0 = greedy)."))
     image_steps: int = field(default=16, metadata=_help("t2i: MaskGIT steps per image (MMaDA publishes 15–50)."))
     image_temperature: float = field(
@@ -61,6 +74,9 @@ class SamplingArguments:
             temperature=self.temperature if temperature is None else temperature,
             remasking=self.remasking,
             cfg_scale=self.cfg_scale,
+            cache=self.kv_cache,
+            threshold=self.confidence_threshold,
+            factor=self.confidence_factor,
         )
 
     def image_sampler_config(self, temperature: float | None = None):

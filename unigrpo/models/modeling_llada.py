@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from .block_cache import BlockKVCache
 from .configuration_llada import LLaDAConfig, MMadaConfig
 
 # Attention and MLP projections of every block, excluding the LM head (which shares the name ``ff_out``).
@@ -62,9 +63,10 @@ def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class LLaDABlock(GradientCheckpointingLayer):
     """Pre-norm Llama block: h = x + attn_out(attn(attn_norm(x))); out = h + ff_out(silu(ff_proj(n)) · up_proj(n))."""
 
-    def __init__(self, config: LLaDAConfig):
+    def __init__(self, config: LLaDAConfig, layer_index: int = 0):
         super().__init__()
         d, hd = config.d_model, config.head_dim
+        self.layer_index = layer_index
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, hd
         self.attn_norm = RMSNorm(d, config.rms_norm_eps)
         self.q_proj = nn.Linear(d, config.n_heads * hd, bias=False)
@@ -76,20 +78,25 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)  # down
 
-    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None):
+    def attention(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
+                  kv_cache: BlockKVCache | None = None, span_start: int | None = None):
+        """x (B, T, d) → (B, T, d). With ``kv_cache``: a full forward stores this layer's keys/values; a span
+        forward (x = positions [span_start, span_start + T)) attends to the cached ones outside the span too."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_index, k, v, span_start)  # (B, nkv, T_keys, hd)
         if self.n_kv_heads != self.n_heads:
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)  # (B, nh, T, hd)
         return self.attn_out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
-    def forward(self, x, cos, sin, attn_mask=None):
-        h = x + self.attention(self.attn_norm(x), cos, sin, attn_mask)
+    def forward(self, x, cos, sin, attn_mask=None, kv_cache=None, span_start=None):
+        h = x + self.attention(self.attn_norm(x), cos, sin, attn_mask, kv_cache, span_start)
         n = self.ff_norm(h)
         return h + self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n))
 
@@ -116,7 +123,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         super().__init__(config)
         modules = {
             "wte": nn.Embedding(config.embedding_size, config.d_model),
-            "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+            "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
             "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
         }
         if not config.weight_tying:
@@ -125,18 +132,39 @@ class LLaDAModel(LLaDAPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, T), attention_mask (B, T) with 1 = real token, 0 = padding → logits (B, T, V)."""
-        B, T = input_ids.shape
-        x = self.transformer["wte"](input_ids)  # (B, T, d)
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: BlockKVCache | None = None,
+        span_start: int | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T), attention_mask (B, T) with 1 = real token, 0 = padding → logits (B, T, V).
+
+        Block KV cache (``block_cache.py``): with ``kv_cache`` and no ``span_start`` the full forward also stores
+        every layer's keys/values; with ``span_start`` s, input_ids (B, W) are positions [s, s + W) of the cached
+        sequence of length T, attention_mask still covers all T positions, and the logits are (B, W, V).
+        """
+        B, W = input_ids.shape
+        if span_start is not None and kv_cache is None:
+            raise ValueError("span_start needs a kv_cache filled by a full forward")
+        if span_start is not None and not 0 <= span_start <= span_start + W <= kv_cache.length:
+            raise ValueError(f"span [{span_start}, {span_start + W}) is outside the cache (length "
+                             f"{kv_cache.length}); run a full forward with kv_cache first")
+        T = W if span_start is None else kv_cache.length
+        start = span_start or 0
+        x = self.transformer["wte"](input_ids)  # (B, W, d)
         cos, sin = rotary_cos_sin(T, self.config.head_dim, self.config.rope_theta, x.device)
+        cos, sin = cos[start : start + W], sin[start : start + W]  # absolute positions of the queries
         attn_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             # Padding keys are hidden from every query. MMaDA masks (query & key); the rows of padding queries
             # differ, but they are never read, and hiding keys only keeps those rows finite (no all -inf row).
             attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        if kv_cache is not None and span_start is None:
+            kv_cache.clear()  # a full forward refreshes the cache
         for block in self.transformer["blocks"]:
-            x = block(x, cos, sin, attn_mask)
+            x = block(x, cos, sin, attn_mask, kv_cache, span_start)
         x = self.transformer["ln_f"](x)
         if self.config.weight_tying:
             return F.linear(x, self.transformer["wte"].weight)
@@ -146,7 +174,8 @@ class LLaDAModel(LLaDAPreTrainedModel):
 class LLaDAModelLM(LLaDAPreTrainedModel):
     """Masked-diffusion LM: ``model(input_ids, attention_mask=None).logits`` of shape (B, T, V).
 
-    ``mask_token_id`` comes from the config. ``labels`` (B, T), when given, yields the mean cross-entropy over
+    ``mask_token_id`` comes from the config; ``kv_cache`` / ``span_start`` are the sampler's block KV cache
+    (``LLaDAModel.forward``; training never passes them). ``labels`` (B, T), when given, yields the mean cross-entropy over
     positions whose label is not -100 (a plain helper; the diffusion losses live in ``unigrpo``).
     """
 
@@ -173,9 +202,11 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        kv_cache: BlockKVCache | None = None,
+        span_start: int | None = None,
         **kwargs,
     ) -> MaskedLMOutput:
-        logits = self.model(input_ids, attention_mask=attention_mask)
+        logits = self.model(input_ids, attention_mask=attention_mask, kv_cache=kv_cache, span_start=span_start)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
