@@ -11,11 +11,23 @@ per step is the block's masked count split evenly over its steps (remainder to t
     conf   = −inf outside the current block and on already committed positions
     commit the k_b,i most confident masked positions of the block, for row b at step i
 
+Fast options (Fast-dLLM, Wu et al. 2025; same interface, measured in benchmarks/rollout_speed.py):
+
+    cache = prefix | dual   a block's first step is a full forward that refreshes the model's block KV cache; its
+                            other steps forward only the block and what follows it (prefix) or the block alone
+                            (dual), attending to the cached keys/values elsewhere (unigrpo/models/block_cache.py)
+    threshold = c           a step also commits every masked position of the block whose confidence exceeds c
+    factor = f              … or the n most confident while the n-th has confidence ≥ 1 − f/(n + 1)
+                            with either, the plain schedule stays a floor and a block ends as soon as it has no
+                            mask, so ``steps`` becomes a maximum
+
+The log-probabilities of training never use these: the loss runs the full bidirectional forward.
+
 Legend (code → paper): gen_length → L, block_length → block size, steps → N (sampling steps), temperature → τ,
 cfg_scale → s (guidance scale), ``num_transfer_tokens`` → tokens unmasked per step, ``x0`` → predicted clean tokens.
 Shapes: B rows, P prompt positions (left-padded), L answer positions, T = P + L, V vocabulary, K = block_length.
 The sampler knows nothing of training; its only model call is ``model(x).logits`` (plus ``attention_mask`` when the
-prompts are padded). Every random draw comes from ``generator``, so seeded runs reproduce.
+prompts are padded, and ``kv_cache`` / ``span_start`` when caching). Every random draw comes from ``generator``, so seeded runs reproduce.
 """
 
 from __future__ import annotations
@@ -192,9 +204,9 @@ def select_commits(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def threshold_commit_count(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Masked positions whose confidence exceeds τ. confidence (B, K), −inf where not masked → (B,).
+    """Masked positions whose confidence exceeds the threshold c. confidence (B, K), −inf where not masked → (B,).
 
-    ``>`` where Fast-dLLM writes ``≥``: they differ only at equality, and with ``>`` τ = 1 means exactly "never
+    ``>`` where Fast-dLLM writes ``≥``: they differ only at equality, and with ``>`` c = 1 means exactly "never
     parallel" (a float32 probability can round to 1.0).
     """
     return (confidence > threshold).sum(dim=1)
@@ -213,7 +225,7 @@ def factor_commit_count(confidence: torch.Tensor, factor: float) -> torch.Tensor
 def commit_count(scheduled: torch.Tensor, confidence: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
     """Positions to commit this step per row (B,): the plain schedule's count, raised by threshold / factor
     decoding, at least one. The schedule stays a floor, so a block never needs more than its ``steps``; with one
-    scheduled token per step this is Fast-dLLM's rule (max(1, count above τ))."""
+    scheduled token per step this is Fast-dLLM's rule (max(1, count above c))."""
     k = scheduled
     if config.threshold is not None:
         k = torch.maximum(k, threshold_commit_count(confidence, config.threshold))

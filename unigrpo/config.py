@@ -39,14 +39,16 @@ class SamplingArguments:
     remasking: str = field(default="low_confidence", metadata=_help("Which tokens to commit: low_confidence | random."))
     cfg_scale: float = field(default=0.0, metadata=_help("Classifier-free guidance scale s (0 = off)."))
     kv_cache: str = field(
-        default="none",
-        metadata=_help("Block KV cache of rollouts and evaluation (Fast-dLLM): none | prefix | dual (also reuses the "
-                       "masked suffix). Refreshed at each block's start; the loss always runs the full forward."),
+        default="dual",
+        metadata=_help("Block KV cache of rollouts and evaluation (Fast-dLLM): none (the reference sampler) | prefix | "
+                       "dual (also reuses the masked suffix). Refreshed at each block's start; the loss always runs "
+                       "the full forward."),
     )
     confidence_threshold: float | None = field(
-        default=None,
+        default=0.9,
         metadata=_help("Threshold decoding: also commit every masked position of the block whose confidence exceeds "
-                       "this; diffusion_steps becomes a maximum (Fast-dLLM: 0.9 with one scheduled token per step)."),
+                       "this; diffusion_steps becomes a maximum (Fast-dLLM: 0.9 with one scheduled token per step). "
+                       "null = off."),
     )
     confidence_factor: float | None = field(
         default=None, metadata=_help("Factor-based parallel decoding (Fast-dLLM): n-th best confidence ≥ 1 − f/(n+1).")
