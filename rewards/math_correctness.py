@@ -127,6 +127,7 @@ def make_math_correctness(
             scores.append(float(correct_reward) if correct else 0.0)
         return scores
 
+    math_correctness.required_columns = (answer_column,)  # checked by `unigrpo check` before any model loads
     return math_correctness
 
 

@@ -13,10 +13,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-COMMANDS = ("init-tiny", "generate", "sft", "train", "eval", "rewards")
+COMMANDS = ("init-tiny", "generate", "check", "sft", "train", "eval", "rewards")
 
 
 @dataclass
@@ -105,8 +106,10 @@ def fit(trainer, kind: str) -> int:
 
 def cmd_train(argv) -> int:
     from .config import UniGRPOConfig
+    from .recipe_check import check_command_line
     from .trainer import UniGRPOTrainer
 
+    check_command_line(argv, UniGRPOConfig)  # every recipe problem at once, before any model is loaded
     run_args, config, model_args = parse_recipe(UniGRPOConfig, argv)
     train, test = load_splits(run_args)
     model_path = model_path_for(model_args, run_args)
@@ -116,13 +119,43 @@ def cmd_train(argv) -> int:
 
 
 def cmd_sft(argv) -> int:
+    from .recipe_check import check_command_line
     from .sft import MaskedSFTConfig, MaskedSFTTrainer
 
+    check_command_line(argv, MaskedSFTConfig)
     run_args, config, model_args = parse_recipe(MaskedSFTConfig, argv)
     train, test = load_splits(run_args)
     model_path = model_path_for(model_args, run_args)
     return fit(MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs,
                                 image_tokenizer=run_args.image_tokenizer), "SFT")
+
+
+def cmd_check(argv) -> int:
+    parser = argparse.ArgumentParser(prog="unigrpo check", description="Validate a recipe without loading a model.")
+    parser.add_argument("--config", required=True, action="append", help="recipe YAML (repeat for several)")
+    parser.add_argument("--kind", choices=["train", "sft", "auto"], default="auto",
+                        help="which trainer the recipe is for (auto: the one it fits)")
+    parser.add_argument("--skip-paths", action="store_true",
+                        help="do not check model / image tokenizer / dataset files (they live on the training machine)")
+    args = parser.parse_args(argv)
+
+    from .config import UniGRPOConfig
+    from .recipe_check import check_recipe
+    from .sft import MaskedSFTConfig
+
+    kinds = {"train": UniGRPOConfig, "sft": MaskedSFTConfig}
+    failed = 0
+    for path in args.config:
+        candidates = list(kinds) if args.kind == "auto" else [args.kind]
+        results = {kind: check_recipe(path, kinds[kind], check_paths=not args.skip_paths) for kind in candidates}
+        # the kind with fewest problems; on a tie, SFT if the file name says so
+        kind = min(candidates, key=lambda k: (len(results[k]), k != ("sft" if "sft" in Path(path).name else "train")))
+        if results[kind]:
+            failed += 1
+            print("\n".join(results[kind]), file=sys.stderr)
+        else:
+            print(f"ok: {path} ({kind})")
+    return 2 if failed else 0
 
 
 def cmd_eval(argv) -> int:
@@ -258,7 +291,7 @@ def cmd_rewards(argv) -> int:
     return 0
 
 
-HANDLERS = {"init-tiny": cmd_init_tiny, "generate": cmd_generate, "sft": cmd_sft, "train": cmd_train,
+HANDLERS = {"init-tiny": cmd_init_tiny, "generate": cmd_generate, "check": cmd_check, "sft": cmd_sft, "train": cmd_train,
             "eval": cmd_eval, "rewards": cmd_rewards}
 
 
@@ -274,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         if os.environ.get("UNIGRPO_TRACEBACK"):
             raise
+        from .recipe_check import RecipeError
+
+        if isinstance(error, RecipeError):
+            error = f"{len(error.problems)} problem(s) in the recipe, nothing was loaded:\n" + "\n".join(
+                f"  {line}" for line in error.problems)
         print(f"unigrpo {argv[0]}: error: {error}", file=sys.stderr)
         return 2
 
