@@ -96,8 +96,12 @@ def summarise(trainer, start: float, kind: str) -> None:
 
 def fit(trainer, kind: str) -> int:
     """Train, save the final model (or adapter) with its tokenizer and the log history, print a summary."""
+    from .resume import resolve_checkpoint
+
     start = time.time()
-    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    # --resume_from_checkpoint PATH, or auto: the latest checkpoint in output_dir (a fresh start if there is none)
+    trainer.train(resume_from_checkpoint=resolve_checkpoint(trainer.args.resume_from_checkpoint,
+                                                            trainer.args.output_dir))
     trainer.save_model(trainer.args.output_dir)
     trainer.save_state()
     summarise(trainer, start, kind)

@@ -41,6 +41,7 @@ from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .image_grid import ImageGridCallback
 from .plotting import TrainingCurvesCallback
+from .resume import GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRunner, check_tasks, row_task
 
@@ -232,11 +233,21 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                           if row_task(row) == "t2i"}.values())[:GRID_CAPTIONS]  # distinct held-out captions
         if grid_rows:
             self.add_callback(ImageGridCallback(self.generate_eval_images, grid_rows))
+        self.resume_state = ResumeStateCallback(self)
+        self.add_callback(self.resume_state)
+        self.add_callback(GracefulStopCallback())
         self.add_callback(CloseEngineCallback(self.engine))  # last: the grid callback still draws at train end
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
         self.forward_counts = defaultdict(int)  # per kind of forward pass, counted in answers (benchmarks read it)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint`` may also be ``"auto"`` (the latest checkpoint in output_dir,
+        or a fresh start if there is none). UniGRPO's own state is restored too (``unigrpo.resume``)."""
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        self.resume_state.resume_from = checkpoint
+        return super().train(resume_from_checkpoint=checkpoint, **kwargs)
 
     # ------------------------------------------------------------------ setup helpers
     def _reward_weights(self, args) -> torch.Tensor:

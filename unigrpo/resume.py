@@ -1,0 +1,90 @@
+"""Exact resume (DESIGN §8): what a UniGRPO checkpoint holds beyond the ``Trainer``'s own state.
+
+The ``Trainer`` saves and restores the model (or adapter), optimizer, scheduler, RNG states, the data position and
+the global step. UniGRPO adds two things:
+
+* the **micro-step counter**, from which the seeds of every rollout and mask draw are derived, so it is recomputed
+  from the restored global step (global step × gradient-accumulation steps) when training begins;
+* the **rollouts of an unfinished μ cycle**: the rollouts of a batch are reused for μ optimizer steps (Algorithm 1),
+  so a checkpoint written inside a cycle also holds them (``unigrpo_rollouts.pt``), and a resumed run continues the
+  cycle with exactly those answers, advantages and noised views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+ROLLOUTS_FILE = "unigrpo_rollouts.pt"
+
+
+def resolve_checkpoint(resume_from_checkpoint, output_dir) -> str | None:
+    """The checkpoint folder to resume from: a path, or True / "auto" = the latest in ``output_dir`` (None if none)."""
+    if resume_from_checkpoint in (None, False):
+        return None
+    if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in ("auto", "true", "latest"):
+        return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if not Path(resume_from_checkpoint).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
+    return str(resume_from_checkpoint)
+
+
+class ResumeStateCallback(TrainerCallback):
+    """Saves the open cycle's rollouts with each checkpoint and restores them and the micro-step on resume."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.resume_from: str | None = None  # set by ``UniGRPOTrainer.train``
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        trainer._micro_step = state.global_step * args.gradient_accumulation_steps
+        trainer._rollouts = {}
+        saved = Path(self.resume_from or "") / ROLLOUTS_FILE
+        if self.resume_from and state.global_step % args.num_iterations and saved.is_file():
+            trainer._rollouts = torch.load(saved, weights_only=False, map_location=args.device)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step % args.num_iterations == 0:
+            return  # a cycle boundary: the next step makes new rollouts
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if folder.is_dir() and args.should_save:
+            torch.save(self.trainer._rollouts, folder / ROLLOUTS_FILE)
+
+
+class GracefulStopCallback(TrainerCallback):
+    """SIGTERM / SIGINT (a scheduler's pre-emption, Ctrl-C): finish the current optimizer step, write a checkpoint,
+    and end training normally, so ``unigrpo train`` exits 0 and ``--resume_from_checkpoint auto`` continues."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._request_stop)
+
+    def _request_stop(self, signum, frame):
+        self.signal = signum
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal is not None:
+            print(f"unigrpo: signal {self.signal} received: checkpoint at step {state.global_step}, then stop",
+                  flush=True)
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
