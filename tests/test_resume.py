@@ -5,7 +5,7 @@ from test_trainer import count_target_reward, make_config, prompts_dataset
 
 from unigrpo import UniGRPOTrainer
 from unigrpo.models import load_model, load_tokenizer
-from unigrpo.resume import ROLLOUTS_FILE, resolve_checkpoint
+from unigrpo.resume import COMPLETE_FILE, ROLLOUTS_FILE, resolve_checkpoint
 
 
 def run(model_dir, folder, max_steps, resume=None):
@@ -29,14 +29,35 @@ def test_resumed_run_logs_exactly_what_the_uninterrupted_run_logs(micro_model_di
     assert resumed == full  # bitwise on CPU: losses and rewards of every step, before and after the stop
 
 
-def test_resolve_checkpoint(tmp_path):
+def test_resolve_checkpoint_takes_the_latest_complete_one(tmp_path):
     assert resolve_checkpoint(None, tmp_path) is None and resolve_checkpoint("auto", tmp_path / "none") is None
-    for step in (3, 12):
+    for step in (3, 12, 20):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        if step != 20:  # checkpoint-20 was being written when the run was killed
+            (tmp_path / f"checkpoint-{step}" / COMPLETE_FILE).write_text("{}")
     assert resolve_checkpoint("auto", tmp_path) == str(tmp_path / "checkpoint-12")
     assert resolve_checkpoint(True, tmp_path) == str(tmp_path / "checkpoint-12")
+    assert resolve_checkpoint(str(tmp_path / "checkpoint-3"), tmp_path) == str(tmp_path / "checkpoint-3")
+    with pytest.raises(ValueError, match="was not written completely"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-20"), tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a checkpoint folder"):
         resolve_checkpoint(str(tmp_path / "checkpoint-7"), tmp_path)
+
+
+def test_a_kill_while_saving_never_becomes_the_resume_point(micro_model_dir, tmp_path):
+    """Simulated crash mid-write: the next checkpoint folder holds the model but not the rest. 'auto' resumes from
+    the last complete checkpoint and the run still matches the uninterrupted one."""
+    import shutil
+
+    full = run(micro_model_dir, tmp_path / "a", 4)
+    run(micro_model_dir, tmp_path / "b", 2)
+    out = tmp_path / "b" / "out"
+    partial = out / "checkpoint-3"
+    shutil.copytree(out / "checkpoint-2", partial)
+    for name in (COMPLETE_FILE, "trainer_state.json", "optimizer.pt"):
+        (partial / name).unlink(missing_ok=True)
+    assert resolve_checkpoint("auto", out) == str(out / "checkpoint-2")
+    assert run(micro_model_dir, tmp_path / "b", 4, resume="auto") == full
 
 
 def test_sigterm_finishes_the_step_writes_a_checkpoint_and_exits_zero(micro_model_dir, tmp_path):

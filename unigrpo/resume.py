@@ -8,28 +8,63 @@ the global step. UniGRPO adds two things:
 * the **rollouts of an unfinished μ cycle**: the rollouts of a batch are reused for μ optimizer steps (Algorithm 1),
   so a checkpoint written inside a cycle also holds them (``unigrpo_rollouts.pt``), and a resumed run continues the
   cycle with exactly those answers, advantages and noised views.
+
+**Complete checkpoints.** The ``Trainer`` writes a checkpoint's files in place, so a kill while writing leaves a
+partial folder. After the last file, ``CompleteCheckpointCallback`` writes ``unigrpo_complete.json`` atomically
+(temp file + rename); ``--resume_from_checkpoint auto`` takes the latest folder that has it and never a partial one.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 ROLLOUTS_FILE = "unigrpo_rollouts.pt"
+COMPLETE_FILE = "unigrpo_complete.json"
+
+
+def is_complete(folder) -> bool:
+    return (Path(folder) / COMPLETE_FILE).is_file()
+
+
+def latest_complete_checkpoint(output_dir) -> str | None:
+    """The highest-step ``checkpoint-N`` folder of ``output_dir`` that was written completely (None if none)."""
+    folders = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()]
+    complete = [p for p in folders if is_complete(p)]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def resolve_checkpoint(resume_from_checkpoint, output_dir) -> str | None:
-    """The checkpoint folder to resume from: a path, or True / "auto" = the latest in ``output_dir`` (None if none)."""
+    """The checkpoint folder to resume from: a path, or True / "auto" = the latest complete one in ``output_dir``
+    (None if there is none: a fresh start). A path that is not a complete checkpoint is an error."""
     if resume_from_checkpoint in (None, False):
         return None
     if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in ("auto", "true", "latest"):
-        return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        return latest_complete_checkpoint(output_dir) if Path(output_dir).is_dir() else None
     if not Path(resume_from_checkpoint).is_dir():
         raise FileNotFoundError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a checkpoint folder")
+    if not is_complete(resume_from_checkpoint):
+        raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r} was not written completely (no "
+                         f"{COMPLETE_FILE}: the run was killed while saving it); use an earlier one or 'auto'")
     return str(resume_from_checkpoint)
+
+
+class CompleteCheckpointCallback(TrainerCallback):
+    """Marks a checkpoint complete once every file is written (the ``Trainer`` calls ``on_save`` after saving;
+    add it last so that other callbacks' files come first)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if not (folder.is_dir() and args.should_save):
+            return
+        temporary = folder / f".{COMPLETE_FILE}.tmp"
+        temporary.write_text(json.dumps({"global_step": state.global_step}))
+        os.replace(temporary, folder / COMPLETE_FILE)  # atomic: the marker exists whole or not at all
 
 
 class ResumeStateCallback(TrainerCallback):

@@ -33,6 +33,7 @@ from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.image_tokenizer import load_image_tokenizer
 from .models.layouts import image_suffix, mmu_prompts, multimodal_ids, t2i_prompts
 from .plotting import TrainingCurvesCallback
+from .resume import CompleteCheckpointCallback, GracefulStopCallback
 from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
 from .tasks import check_tasks, row_task
@@ -141,11 +142,12 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
         self.reward_funcs, self.reward_names = resolve_reward_funcs(reward_funcs) if reward_funcs else ([], [])
         self.draw_mask = SFT_MASKS[args.sft_noise]
         self.generator = torch.Generator().manual_seed(args.seed)
-        callbacks = list(callbacks or []) + [TrainingCurvesCallback()]
+        callbacks = list(callbacks or []) + [TrainingCurvesCallback(), GracefulStopCallback()]
         if args.stop_at_accuracy is not None:
             callbacks.append(AccuracyStopCallback(args.stop_at_accuracy))
         super().__init__(model=model, args=args, data_collator=self.collate, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks)
+        self.add_callback(CompleteCheckpointCallback())  # last: after every other file of a checkpoint
         self.ids = None
         if image_tokenizer is not None:
             image_tokenizer.to(self.args.device)

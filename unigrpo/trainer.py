@@ -41,7 +41,7 @@ from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .image_grid import ImageGridCallback
 from .plotting import TrainingCurvesCallback
-from .resume import GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
+from .resume import CompleteCheckpointCallback, GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRunner, check_tasks, row_task
 
@@ -236,7 +236,8 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         self.resume_state = ResumeStateCallback(self)
         self.add_callback(self.resume_state)
         self.add_callback(GracefulStopCallback())
-        self.add_callback(CloseEngineCallback(self.engine))  # last: the grid callback still draws at train end
+        self.add_callback(CloseEngineCallback(self.engine))  # the grid callback still draws at train end
+        self.add_callback(CompleteCheckpointCallback())  # last: after every other file of a checkpoint
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
