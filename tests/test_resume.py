@@ -97,3 +97,20 @@ report_to: none
     checkpoints = sorted((tmp_path / "out").glob("checkpoint-*"))
     assert checkpoints and (checkpoints[-1] / "trainer_state.json").is_file()
     assert resolve_checkpoint("auto", tmp_path / "out") == str(checkpoints[-1])
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(micro_model_dir, tmp_path):
+    class NanAtStep3(UniGRPOTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            loss = super().compute_loss(model, inputs, *args, **kwargs)
+            return loss * float("nan") if self.state.global_step == 2 else loss
+
+    trainer = NanAtStep3(
+        model=load_model(micro_model_dir), reward_funcs=[count_target_reward],
+        args=make_config(tmp_path, max_steps=5, save_strategy="steps", save_steps=1),
+        train_dataset=prompts_dataset(), processing_class=load_tokenizer(micro_model_dir))
+    with pytest.raises(FloatingPointError, match="loss is nan at optimizer step 3") as error:
+        trainer.train()
+    assert f"Last complete checkpoint: {tmp_path / 'out' / 'checkpoint-2'}" in str(error.value)
+    assert "q" in str(error.value)  # the batch's prompts are named
+    assert trainer.state.global_step == 2

@@ -304,7 +304,22 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         if n == 0:
             self._rollouts[slot] = self.make_rollouts(inputs["rows"])
         with self.timer("update"):
-            return super().training_step(model, self._rollouts[slot].inputs_for_step(n), num_items_in_batch)
+            loss = super().training_step(model, self._rollouts[slot].inputs_for_step(n), num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            self.stop_on_non_finite_loss(loss, inputs["rows"])
+        return loss
+
+    def stop_on_non_finite_loss(self, loss, rows) -> None:
+        """A NaN/inf loss would poison the weights at the optimizer step: stop before it, naming what to look at."""
+        from .resume import latest_complete_checkpoint
+
+        prompts = [str(row.get("prompt"))[:40] for row in rows[:4]]
+        last = latest_complete_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        raise FloatingPointError(
+            f"loss is {loss.item()} at optimizer step {self.state.global_step + 1} (micro-step {self._micro_step}); "
+            f"batch prompts start {prompts}; the weights were not updated. Last complete checkpoint: "
+            f"{last or 'none'} (resume with --resume_from_checkpoint auto after fixing the cause: a reward returning "
+            f"inf, a learning rate too high, or bf16 overflow)")
 
     @torch.no_grad()
     def make_rollouts(self, rows: list[dict]) -> Rollouts:
