@@ -112,6 +112,11 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
         metadata=_help("A reward that raises on a sample: 'raise' (fail, naming reward and sample) or 'skip' "
                        "(that reward becomes None for the sample; counted in rewards/<name>/skipped)."),
     )
+    reward_timeout: float | None = field(
+        default=600.0,
+        metadata=_help("Seconds each reward call may take; a reward that hangs (worker, judge server) scores None for "
+                       "the batch, counted in rewards/<name>/skipped, and the run goes on. null = no limit."),
+    )
     log_completions: bool = field(
         default=False, metadata=_help("Write prompts, completions, rewards and advantages to completions/*.jsonl.")
     )
@@ -190,6 +195,8 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             raise ValueError(f"beta={self.beta} must be ≥ 0")
         if self.eos_in_loss < 0:
             raise ValueError(f"eos_in_loss={self.eos_in_loss} must be ≥ 0")
+        if self.reward_timeout is not None and not self.reward_timeout > 0:
+            raise ValueError(f"reward_timeout={self.reward_timeout} must be > 0 seconds (or null: no limit)")
         if self.ray_num_workers < 1:
             raise ValueError(f"ray_num_workers={self.ray_num_workers} must be ≥ 1")
         if self.ray_num_cpus_per_worker <= 0 or self.ray_num_gpus_per_worker < 0:

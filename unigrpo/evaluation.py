@@ -32,6 +32,7 @@ def evaluate_accuracy(
     seed: int = 0,
     return_completions: bool = False,
     reward_errors: str = "raise",
+    reward_timeout: float | None = None,
     image_sampler_config=None,
     image_tokenizer=None,
 ) -> dict:
@@ -55,7 +56,7 @@ def evaluate_accuracy(
     columns = {k: [row.get(k) for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
     per_func = score_completions(reward_funcs, prompts, completions,
                                  [ids for g in groups for ids in g.completion_ids.tolist()], columns,
-                                 reward_errors).values
+                                 reward_errors, reward_timeout).values
     correct = per_func[:, acc_index].nan_to_num(0.0) > 0
     eos = tokenizer.eos_token_id
     text = [g.completion_ids for g in groups if g.task != "t2i"]
@@ -102,6 +103,7 @@ class GenerationEvalMixin:
             batch_size=self.args.per_device_eval_batch_size,
             seed=self.args.seed,
             reward_errors=getattr(self.args, "reward_errors", "raise"),
+            reward_timeout=getattr(self.args, "reward_timeout", None),
             image_sampler_config=self.args.image_sampler_config(temperature=self.args.eval_temperature),
             image_tokenizer=getattr(self, "image_tokenizer", None),
         )

@@ -3,12 +3,16 @@
 A reward that raises fails the step with an error naming the reward and the sample (``reward_errors: raise``,
 the default), or turns that sample's reward into None = not applicable and counts it (``reward_errors: skip``).
 A reward that breaks its contract (wrong number of values, text instead of numbers) always fails: that is a bug
-in the reward, not a bad sample.
+in the reward, not a bad sample. With a time limit (``reward_timeout``), a reward that does not return in time —
+a hung worker or judge server — is a failure of that reward, not of the run: it scores None for the batch and the
+samples are counted as skipped (the hung call is left behind in a daemon thread).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +20,37 @@ import torch
 from rewards import call_rewards_concurrently, get_reward, invoke_reward, reward_name, validate_reward_output
 
 REWARD_ERRORS = ("raise", "skip")
+
+
+class RewardTimeout(TimeoutError):
+    """A reward call did not return within ``reward_timeout`` seconds."""
+
+
+def time_limited(func, seconds: float):
+    """``func`` as a sync callable that raises ``RewardTimeout`` after ``seconds`` (the call runs in a daemon thread,
+    so a hung reward cannot hold the run; sync and ``async def`` rewards alike)."""
+    name = reward_name(func)
+
+    def call(**kwargs):
+        box = {}
+
+        def target():
+            try:
+                box["value"] = invoke_reward(func, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = error
+
+        worker = threading.Thread(target=target, daemon=True, name=f"reward-{name}")
+        worker.start()
+        worker.join(seconds)
+        if worker.is_alive():
+            raise RewardTimeout(f"reward {name!r} did not return within reward_timeout={seconds} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    call.__name__ = name
+    return call
 
 
 def resolve_reward_funcs(reward_funcs) -> tuple[list, list[str]]:
@@ -43,16 +78,20 @@ class RewardScores:
 
 
 def score_completions(funcs, prompts, completions, completion_ids, columns: dict[str, list],
-                      reward_errors: str = "raise") -> RewardScores:
+                      reward_errors: str = "raise", timeout: float | None = None) -> RewardScores:
     """Each reward on every completion. ``async def`` rewards (e.g. a judge server) run concurrently; if any reward
-    fails, the rewards are re-run one by one to name (or skip) the failing samples."""
+    fails, the rewards are re-run one by one to name (or skip) the failing samples. With ``timeout`` (seconds per
+    reward call) each reward runs under that limit, one after the other."""
     if reward_errors not in REWARD_ERRORS:
         raise ValueError(f"reward_errors={reward_errors!r}; valid: {list(REWARD_ERRORS)}")
     kwargs = dict(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
     try:
+        if timeout is not None:
+            raise RewardTimeout  # straight to one reward at a time, each under its limit
         results, skipped = call_rewards_concurrently(funcs, **kwargs), [0] * len(funcs)
     except Exception:  # noqa: BLE001 - diagnosed reward by reward below
-        results, skipped = map(list, zip(*(score_one_reward(f, kwargs, reward_errors) for f in funcs)))
+        limited = funcs if timeout is None else [time_limited(f, timeout) for f in funcs]
+        results, skipped = map(list, zip(*(score_one_reward(f, kwargs, reward_errors) for f in limited)))
     scores = [[math.nan if v is None else float(v) for v in values] for values in results]
     values = torch.tensor(scores, dtype=torch.float32).T.reshape(len(completions), len(funcs))
     return RewardScores(values, skipped)
@@ -63,6 +102,9 @@ def score_one_reward(func, kwargs: dict, reward_errors: str) -> tuple[list[float
     name, n = reward_name(func), len(kwargs["completions"])
     try:
         raw = invoke_reward(func, **kwargs)
+    except RewardTimeout as error:
+        warnings.warn(f"{error}: it scores None (not applicable) for this batch of {n}", stacklevel=2)
+        return [None] * n, n
     except Exception:  # noqa: BLE001
         raw = None
     if raw is not None:
@@ -77,7 +119,7 @@ def score_one_reward(func, kwargs: dict, reward_errors: str) -> tuple[list[float
         try:
             values.append(validate_reward_output(name, invoke_reward(func, **one), 1)[0])
         except Exception as error:  # noqa: BLE001 - a bad sample, reported or skipped
-            if reward_errors == "raise":
+            if reward_errors == "raise" and not isinstance(error, RewardTimeout):
                 raise RuntimeError(f"reward {name!r} failed on sample {i}: {error!r}") from error
             values.append(None)
             skipped += 1

@@ -339,6 +339,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                 [ids for g in groups for ids in g.completion_ids.tolist()],
                 columns,
                 args.reward_errors,
+                args.reward_timeout,
             )
         per_func = scores.values
         rewards = combine_rewards(per_func, self.reward_weights)
