@@ -84,7 +84,8 @@ def rss_over_steps(steps: int) -> list[tuple[int, float]]:
     with tempfile.TemporaryDirectory() as folder:
         run_args, config, model_args = parse_recipe(UniGRPOConfig, [
             "--config", str(RECIPE), "--output_dir", folder, "--max_steps", str(steps), "--eval_strategy", "no",
-            "--load_best_model_at_end", "false", "--save_strategy", "no", "--disable_tqdm", "true",
+            "--load_best_model_at_end", "false", "--eval_on_start", "false", "--save_strategy", "no",
+            "--disable_tqdm", "true",
             "--report_to", "none", "--logging_steps", "10"])
         train, _ = load_splits(run_args)
         trainer = UniGRPOTrainer(model_args.model_name_or_path, run_args.reward_funcs, config, train,

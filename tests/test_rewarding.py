@@ -122,3 +122,9 @@ def test_reward_timeout_is_validated(tmp_path):
     assert UniGRPOConfig(**base).reward_timeout == 600.0 and UniGRPOConfig(reward_timeout=None, **base)
     with pytest.raises(ValueError, match="reward_timeout=0"):
         UniGRPOConfig(reward_timeout=0, **base)
+
+
+def test_a_nan_or_inf_reward_is_a_clear_error_unless_skipped():
+    with pytest.raises(ValueError, match="reward 'nan_reward' returned nan at index 2; use None"):
+        score_completions([nan_reward], **ARGS)
+    assert score_completions([nan_reward], **ARGS, reward_errors="skip").skipped == [1]

@@ -194,3 +194,12 @@ def test_model_given_as_a_path_or_a_shipped_checkpoint_name(micro_model_dir, tmp
     assert by_name.model.config.d_model == 128
     with pytest.raises(FileNotFoundError, match="not a built-in checkpoint"):
         UniGRPOTrainer("no-such-model", [count_target_reward], make_config(tmp_path), prompts_dataset())
+
+
+def test_a_prompt_longer_than_the_context_is_a_clear_error(micro_model_dir, tmp_path):
+    rows = [{"prompt": "q1="}, {"prompt": "1" * 600}, {"prompt": "2" * 700}]  # micro: max_sequence_length 512
+    with pytest.raises(ValueError, match=r"train_dataset row 1: the prompt is 600 tokens \+ max_completion_length 4 "
+                                         r"> the model's max_sequence_length 512 \(2 row\(s\) too long\)"):
+        UniGRPOTrainer(model=load_model(micro_model_dir), reward_funcs=[count_target_reward],
+                       args=make_config(tmp_path), train_dataset=Dataset.from_list(rows),
+                       processing_class=load_tokenizer(micro_model_dir))

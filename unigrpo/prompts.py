@@ -15,3 +15,26 @@ def completions_for_rewards(texts: list[str], example: dict) -> list:
     if example and is_conversational(example):
         return [[{"role": "assistant", "content": t}] for t in texts]
     return texts
+
+
+def check_prompt_lengths(dataset, tokenizer, max_sequence_length: int | None, completion_length: int,
+                         name: str = "dataset") -> None:
+    """One ValueError naming the first text row whose prompt + answer canvas exceeds the model's context.
+
+    Text rows only (``task`` absent or ``t2t``); image rows are laid out by ``unigrpo.tasks`` and checked by the
+    rollout engine. Nothing is truncated silently."""
+    if not max_sequence_length:
+        return
+    tasks = dataset["task"] if "task" in dataset.column_names else [None] * len(dataset)
+    rows = [i for i, task in enumerate(tasks) if task in (None, "", "t2t")]
+    if not rows:
+        return
+    texts = prompt_texts([dataset[i]["prompt"] for i in rows], tokenizer)
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    for i, length in zip(rows, lengths):
+        if length + completion_length > max_sequence_length:
+            longer = sum(n + completion_length > max_sequence_length for n in lengths)
+            raise ValueError(
+                f"{name} row {i}: the prompt is {length} tokens + max_completion_length {completion_length} > the "
+                f"model's max_sequence_length {max_sequence_length} ({longer} row(s) too long); shorten or filter "
+                f"them, or lower max_completion_length")

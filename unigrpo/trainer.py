@@ -41,6 +41,7 @@ from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .image_grid import ImageGridCallback
 from .plotting import TrainingCurvesCallback
+from .prompts import check_prompt_lengths
 from .resume import CompleteCheckpointCallback, GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRunner, check_tasks, row_task
@@ -200,6 +201,10 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
         self.mask_token_id = resolve_mask_token_id(model, processing_class)
+        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if dataset is not None:
+                check_prompt_lengths(dataset, processing_class, getattr(model.config, "max_sequence_length", None),
+                                     args.max_completion_length, name)
         if peft_config is not None:
             model = apply_peft(model, peft_config)
         self.ref_model = None
