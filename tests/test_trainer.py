@@ -44,11 +44,13 @@ def first_rows(trainer, n=4):
     return [trainer.train_dataset[i] for i in range(n)]
 
 
-def test_ratio_is_one_and_kl_zero_before_the_first_update(micro_model_dir, tmp_path):
-    trainer = make_trainer(micro_model_dir, tmp_path, beta=0.1)
+@pytest.mark.parametrize("estimator", ["unigrpo", "d1", "coupled"])
+def test_ratio_is_one_and_kl_zero_before_the_first_update(micro_model_dir, tmp_path, estimator):
+    trainer = make_trainer(micro_model_dir, tmp_path, beta=0.1, likelihood_estimator=estimator)
     (rollouts,) = trainer.make_rollouts(first_rows(trainer)).tasks  # one task (t2t): one group of answers
     with torch.no_grad():
         logps = answer_token_logps(trainer.model, rollouts.views[0], rollouts.completion_ids)
+    assert torch.isfinite(logps).all()
     assert torch.equal(logps, rollouts.old_logps[0])
     assert torch.equal(k3_kl(rollouts.ref_logps[0], logps), torch.zeros_like(logps))
 

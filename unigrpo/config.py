@@ -122,6 +122,9 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     )
     # ---- diffusion likelihood (DESIGN §3.2–3.8) ----
     likelihood_estimator: str = field(default="unigrpo", metadata=_help(f"One of {sorted(ESTIMATORS)}."))
+    p_mask_prompt: float = field(
+        default=0.15, metadata=_help("d1 estimator: probability of masking each prompt token (d1: 0.15).")
+    )
     mask_schedule: str = field(
         default="spaced", metadata=_help("spaced = Algorithm 1 sweep from a random light mask to a full one; uniform.")
     )
@@ -193,6 +196,8 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             raise ValueError(f"epsilon={self.epsilon}, epsilon_high={self.epsilon_high} must be ≥ 0")
         if self.beta < 0:
             raise ValueError(f"beta={self.beta} must be ≥ 0")
+        if not 0.0 <= self.p_mask_prompt < 1.0:
+            raise ValueError(f"p_mask_prompt={self.p_mask_prompt} must lie in [0, 1)")
         if self.eos_in_loss < 0:
             raise ValueError(f"eos_in_loss={self.eos_in_loss} must be ≥ 0")
         if self.reward_timeout is not None and not self.reward_timeout > 0:

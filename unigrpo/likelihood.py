@@ -101,10 +101,23 @@ class UniGRPOEstimator:
         )
 
 
-ESTIMATORS = {UniGRPOEstimator.name: UniGRPOEstimator}
+ESTIMATORS = {
+    "unigrpo": "unigrpo.likelihood:UniGRPOEstimator",
+    "d1": "unigrpo.estimator_d1:D1Estimator",  # whole answer masked, prompt masked with p_mask_prompt
+    "coupled": "unigrpo.estimator_coupled:CoupledEstimator",  # complementary mask pairs
+}
+"""name → "module:class" (imported on use; each estimator is one small module with the same ``noise`` method)."""
 
 
-def get_estimator(name: str):
+def get_estimator(name: str, **options):
+    """The estimator registered as ``name``, built with those of ``options`` its constructor takes (the trainer
+    passes every estimator option of the config, e.g. d1's ``p_mask_prompt``)."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown likelihood_estimator {name!r}; valid: {sorted(ESTIMATORS)}")
-    return ESTIMATORS[name]()
+    import importlib
+    import inspect
+
+    module, cls = ESTIMATORS[name].split(":")
+    estimator = getattr(importlib.import_module(module), cls)
+    accepted = inspect.signature(estimator).parameters
+    return estimator(**{k: v for k, v in options.items() if k in accepted})

@@ -211,7 +211,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         if args.beta > 0 and args.kl_reference == "initial" and peft_config is None:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-        self.estimator = get_estimator(args.likelihood_estimator)
+        self.estimator = get_estimator(args.likelihood_estimator, p_mask_prompt=args.p_mask_prompt)
         self.draw_mask_ratios = get_mask_schedule(args.mask_schedule)
         self.normalise_loss = get_loss_normaliser(args.loss_type)
         self.loss_is_scaled_for_ga = False  # the Trainer divides by the accumulation steps

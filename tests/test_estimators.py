@@ -1,0 +1,83 @@
+"""The likelihood estimators behind one interface (issue #9): unigrpo, d1, coupled."""
+
+import pytest
+import torch
+
+from unigrpo.likelihood import ESTIMATORS, get_estimator, sequence_logp
+
+MASK = 99
+PROMPT = torch.tensor([[5, 5, 10, 11, 12, 13], [20, 21, 22, 23, 24, 25]])  # row 0 left-padded with 5
+PROMPT_MASK = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6])
+ANSWER = torch.tensor([[30, 31, 32, 2, 2, 2], [40, 41, 42, 43, 44, 2]])
+ELIGIBLE = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6]).bool()
+SUFFIX = torch.tensor([[7], [7]])
+
+
+def view(name, ratio=0.5, seed=0, **options):
+    return get_estimator(name, **options).noise(PROMPT, PROMPT_MASK, ANSWER, ELIGIBLE, torch.full((2,), ratio), MASK,
+                                                torch.Generator().manual_seed(seed), suffix_ids=SUFFIX)
+
+
+def test_registry_and_options():
+    assert sorted(ESTIMATORS) == ["coupled", "d1", "unigrpo"]
+    assert get_estimator("d1", p_mask_prompt=0.3, unused=1).p_mask_prompt == 0.3  # options it does not take: ignored
+    with pytest.raises(ValueError, match="unknown likelihood_estimator 'diffu'"):
+        get_estimator("diffu")
+    with pytest.raises(ValueError, match="p_mask_prompt=1.0"):
+        get_estimator("d1", p_mask_prompt=1.0)
+
+
+@pytest.mark.parametrize("name", ["unigrpo", "coupled"])
+def test_prompt_and_suffix_are_never_masked(name):
+    for seed in range(20):
+        v = view(name, ratio=0.9, seed=seed)
+        rows = v.input_ids.shape[0]
+        assert torch.equal(v.input_ids[:, :6], PROMPT.repeat(rows // 2, 1))
+        assert (v.input_ids[:, -1] == 7).all() and v.suffix_length == 1
+
+
+def test_d1_masks_the_whole_answer_and_some_real_prompt_tokens_never_padding():
+    masked_prompt = torch.zeros(2, 6)
+    for seed in range(200):
+        v = view("d1", seed=seed, p_mask_prompt=0.15)
+        assert (v.input_ids[:, 6:12] == MASK).all() and (v.input_ids[:, -1] == 7).all()
+        assert torch.equal(v.score_mask, ELIGIBLE) and torch.equal(v.answer_index, torch.arange(2))
+        masked_prompt += (v.input_ids[:, :6] == MASK).float()
+    assert (masked_prompt[0, :2] == 0).all()  # padding is never masked
+    rate = masked_prompt[PROMPT_MASK.bool()].sum() / (200 * PROMPT_MASK.sum())
+    assert 0.11 < rate < 0.19  # ≈ p_mask_prompt
+    assert (view("d1", p_mask_prompt=0.0).input_ids[:, :6] == PROMPT).all()
+
+
+def test_coupled_masks_are_complementary_and_score_every_eligible_token_once():
+    for seed in range(20):
+        v = view("coupled", ratio=0.3, seed=seed)
+        first, second = (v.input_ids[:, 6:12] == MASK).chunk(2)
+        assert torch.equal(first, ~second)  # complementary
+        assert torch.equal(v.answer_index, torch.tensor([0, 1, 0, 1]))
+        scored = v.score_mask[:2].long() + v.score_mask[2:].long()
+        assert torch.equal(scored, ELIGIBLE.long())  # each eligible token exactly once per pair
+        assert torch.allclose(v.mask_ratio, torch.tensor([0.3, 0.3, 0.7, 0.7]))
+
+
+def test_coupled_pair_sums_to_the_full_answer_log_likelihood_of_its_rows():
+    # with fixed token log-probs, the pair's summed score is the sum over all eligible tokens, whatever the mask,
+    # and each row's mean (MMaDA Eq. 4) is finite
+    assert torch.isfinite(sequence_logp(-torch.rand(4, 6), view("coupled").score_mask)).all()
+    token_logps = -torch.rand(2, 6)
+    v = view("coupled", seed=3)
+    rows = token_logps[v.answer_index]
+    total = torch.zeros(2).index_add(0, v.answer_index, (rows * v.score_mask).sum(-1))
+    assert torch.allclose(total, (token_logps * ELIGIBLE).sum(1))
+
+
+@pytest.mark.parametrize("name", ["d1", "coupled"])
+def test_training_runs_with_each_estimator(micro_model_dir, tmp_path, name):
+    from test_trainer import make_trainer
+
+    trainer = make_trainer(micro_model_dir, tmp_path, likelihood_estimator=name, max_steps=4, num_iterations=2)
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    rows_per_answer = 2 if name == "coupled" else 1
+    assert trainer.forward_counts["policy"] == 4 * 16 * rows_per_answer  # 4 inner steps × 16 answers × rows
