@@ -9,6 +9,7 @@ from rollouts import SamplerConfig, generate_text, tokenize_prompts
 from rollouts.text_sampler import commit_count, factor_commit_count, threshold_commit_count
 from unigrpo.models import load_model, load_tokenizer, resolve_model_path
 from unigrpo.models.block_cache import BlockKVCache
+from model_helpers import sharpened
 from unigrpo.models.tiny import init_tiny
 
 PROMPTS = torch.tensor([[20, 21, 22, 23, 24], [30, 31, 32, 33, 34]])
@@ -17,14 +18,9 @@ PROMPTS = torch.tensor([[20, 21, 22, 23, 24], [30, 31, 32, 33, 34]])
 @pytest.fixture(scope="module")
 def sharp(tmp_path_factory):
     """(model, mask id, eos id): a micro model with 2 key/value heads for 4 query heads (grouped-query attention),
-    weights redrawn at std 2/sqrt(fan_in) so that confidences are well apart (see test_text_sampler.micro)."""
+    sharpened so that confidences are well apart (``model_helpers.sharpened``)."""
     folder = init_tiny(tmp_path_factory.mktemp("gqa") / "m", preset="micro", n_heads=4, n_kv_heads=2)
-    model, tok = load_model(folder).eval(), load_tokenizer(folder)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() == 2):
-            weight.copy_(torch.randn(weight.shape, generator=generator) * 2 / weight.shape[1] ** 0.5)
-    return model, tok.mask_token_id, tok.eos_token_id
+    return sharpened(folder)
 
 
 @pytest.fixture(scope="module")

@@ -7,23 +7,13 @@ import torch
 
 from rollouts import SAMPLERS, SamplerConfig, generate_text, get_sampler, num_transfer_tokens
 from rollouts.text_sampler import gumbel_max_sample, select_commits, truncate_after_eos
-from unigrpo.models import load_model, load_tokenizer
+from model_helpers import sharpened
 
 
 @pytest.fixture(scope="module")
 def micro(micro_model_dir):
-    """(model, mask id, eos id): the micro model with every weight matrix redrawn at std 2/sqrt(fan_in).
-
-    At its init std (0.02) the random model is nearly uniform and gives every masked position almost the same
-    confidence (ties at float precision) and the same argmax token, so order and token checks could not fail.
-    Sharpened, confidences are well apart and predictions vary with position and prompt.
-    """
-    model, tok = load_model(micro_model_dir).eval(), load_tokenizer(micro_model_dir)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() == 2):
-            weight.copy_(torch.randn(weight.shape, generator=generator) * 2 / weight.shape[1] ** 0.5)
-    return model, tok.mask_token_id, tok.eos_token_id
+    """(model, mask id, eos id): the micro model, sharpened (``model_helpers.sharpened``)."""
+    return sharpened(micro_model_dir)
 
 
 def run(micro, prompt, attention_mask=None, seed=None, eos=True, model=None, **config):
