@@ -1,13 +1,14 @@
 """Reward functions for UniGRPO and their registry (DESIGN §6). Importable without torch (and without sympy: the
 symbolic math check runs in a child process, see ``rewards.math_worker``).
 
-Built-in: ``math_correctness`` (2.0), ``think_format`` (0.5), ``boxed_format`` (0.5), ``clip_score``,
-``image_reward`` (in its own environment: ``unigrpo rewards setup image-reward``), ``judge``. Register your own with
+Built-in: ``math_correctness`` (2.0), ``think_format`` (0.5), ``boxed_format`` (0.5), ``countdown`` (1.0),
+``sudoku`` (share of cells), ``clip_score``, ``image_reward`` (in its own environment: ``unigrpo rewards setup
+image-reward``), ``judge``. Register your own with
 ``@register_reward("name")``, name it in a recipe as ``package.module:function``, or offer it from another package
 through the ``unigrpo.rewards`` entry-point group.
 """
 
-from . import clip, format, image_reward, judge, math_correctness  # noqa: F401  (register the built-in rewards)
+from . import clip, countdown, format, image_reward, judge, math_correctness, sudoku  # noqa: F401  (register the built-in rewards)
 from .registry import (
     call_reward,
     call_rewards_concurrently,

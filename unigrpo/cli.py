@@ -24,7 +24,16 @@ COMMANDS = ("init-tiny", "generate", "check", "sft", "train", "eval", "rewards")
 class RunArguments:
     """What a recipe runs on: the dataset and the reward functions (TRL's script-argument names)."""
 
-    dataset_name: str = field(default="arith", metadata={"help": "Built-in task name or a local data file."})
+    dataset_name: str = field(default="arith", metadata={
+        "help": "Built-in task (arith, shapes), adapter name or hub id (gsm8k, math, math500, countdown, sudoku, "
+                "geoqa, clevr), or a local data file / folder of <split>.jsonl files."})
+    dataset_adapter: str | None = field(default=None, metadata={
+        "help": "Schema of a local file or other hub id (an adapter name); default: from dataset_name."})
+    thinking_prompt: bool = field(default=False, metadata={
+        "help": "Adapted prompts start with MMaDA's thinking instruction (<think> … </think> then the answer)."})
+    prompt_format: str = field(default="chat", metadata={
+        "help": "Adapted prompts as a chat (one user message, chat template) or plain text.",
+        "choices": ["chat", "plain"]})
     dataset_train_split: str = field(default="train", metadata={"help": "Split of a built-in task to train on."})
     dataset_test_split: str | None = field(default="test", metadata={"help": "Held-out split (None: no eval)."})
     train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training prompts."})
@@ -71,13 +80,21 @@ def model_path_for(model_args, run_args):
     return resolve_model_path(model_args.model_name_or_path, image_codes)
 
 
+def dataset_options(run_args) -> dict:
+    """The adapter options of ``load_prompt_dataset`` from a recipe's run arguments."""
+    return {"adapter": run_args.dataset_adapter, "thinking": run_args.thinking_prompt,
+            "prompt_format": run_args.prompt_format}
+
+
 def load_splits(run_args):
     from .data import load_prompt_dataset
 
-    train = load_prompt_dataset(run_args.dataset_name, run_args.dataset_train_split, run_args.train_limit)
+    options = dataset_options(run_args)
+    train = load_prompt_dataset(run_args.dataset_name, run_args.dataset_train_split, run_args.train_limit, **options)
     test = None
     if run_args.dataset_test_split:
-        test = load_prompt_dataset(run_args.dataset_name, run_args.dataset_test_split, run_args.eval_limit)
+        test = load_prompt_dataset(run_args.dataset_name, run_args.dataset_test_split, run_args.eval_limit,
+                                   **options)
     return train, test
 
 
@@ -163,45 +180,71 @@ def cmd_check(argv) -> int:
 
 
 def cmd_eval(argv) -> int:
-    parser = argparse.ArgumentParser(prog="unigrpo eval", description="Accuracy of a model on a recipe's eval split.")
-    parser.add_argument("--model", required=True, help="model folder (or a built-in checkpoint name)")
+    parser = argparse.ArgumentParser(prog="unigrpo eval", description=(
+        "Accuracy, pass@k and mean answer length of one or more models on a recipe's held-out split, with the "
+        "recipe's sampler and rewards; prints a Markdown table (or JSON lines)."))
+    parser.add_argument("--model", required=True, action="append",
+                        help="model or LoRA adapter folder, or a built-in checkpoint name (repeat to compare)")
     parser.add_argument("--config", required=True, help="recipe YAML: sampler settings, rewards, dataset")
-    parser.add_argument("--eval-file", help='JSONL of {"prompt": ..., "answer": ...} rows instead of the recipe split')
+    parser.add_argument("--eval-file", help="a data file (in the recipe's adapter schema, if it has one) instead of "
+                                            "the recipe's held-out split")
+    parser.add_argument("--split", help="split to evaluate (default: the recipe's dataset_test_split, else test)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--samples", type=int, default=1, help="answers per prompt (for pass@k)")
+    parser.add_argument("--k", default=None, help="comma-separated k for pass@k (default: 1 and --samples)")
+    parser.add_argument("--temperature", type=float, default=None, help="default: the recipe's eval_temperature "
+                        "for one sample, its (rollout) temperature for several")
+    parser.add_argument("--output", help="folder to write eval.json and eval.md")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per model instead of the table")
     args = parser.parse_args(argv)
+    ks = sorted({1, args.samples}) if args.k is None else sorted({int(k) for k in args.k.split(",")})
+    if args.samples < 1 or any(not 1 <= k <= args.samples for k in ks):
+        raise ValueError(f"--k {ks} must lie in 1..--samples ({args.samples})")
 
     from .config import UniGRPOConfig
     from .data import load_prompt_dataset
+    from .eval_report import markdown_table, write_report
     from .evaluation import evaluate_accuracy
     from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
     from .models.image_tokenizer import load_image_tokenizer
     from .rewarding import resolve_reward_funcs
 
     run_args, config, _ = parse_recipe(UniGRPOConfig, ["--config", args.config])
-    model_path = resolve_model_path(args.model)
-    if args.eval_file:
-        dataset = load_prompt_dataset(args.eval_file, limit=args.limit, required=("prompt", "answer"))
-    else:
-        dataset = load_prompt_dataset(run_args.dataset_name, run_args.dataset_test_split or "test", args.limit)
+    paths = [resolve_model_path(m) for m in args.model]  # every model path checked before any is loaded
     funcs, names = resolve_reward_funcs(run_args.reward_funcs)
-    tokenizer, model = load_tokenizer(model_path), load_model(model_path)
+    required = ["prompt", *dict.fromkeys(c for f in funcs for c in getattr(f, "required_columns", ()))]
+    dataset_name = args.eval_file or run_args.dataset_name
+    split = args.split or run_args.dataset_test_split or "test"
+    dataset = load_prompt_dataset(dataset_name, split, args.limit, required=required, **dataset_options(run_args))
+    temperature = args.temperature if args.temperature is not None else (
+        config.eval_temperature if args.samples == 1 else config.temperature)
+    if args.samples > 1 and temperature == 0:
+        print("unigrpo eval: warning: temperature 0 with several samples: they are all the same answer",
+              file=sys.stderr)
+    sampler = config.sampler_config(temperature=temperature)
     image_tokenizer = load_image_tokenizer(run_args.image_tokenizer) if run_args.image_tokenizer else None
-    results = evaluate_accuracy(
-        model, tokenizer, dataset, funcs, names, config.sampler_config(temperature=config.eval_temperature),
-        resolve_mask_token_id(model, tokenizer), accuracy_reward=config.accuracy_reward,
-        batch_size=config.per_device_eval_batch_size, seed=config.seed,
-        image_sampler_config=config.image_sampler_config(temperature=config.eval_temperature),
-        image_tokenizer=image_tokenizer,
-    )
-    results["model"] = str(model_path)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        print(f"accuracy {results['accuracy']:.4f} on n={results['n']} ({model_path})")
-        for key, value in results.items():
-            if key.startswith("rewards/") or key == "reward":
-                print(f"  {key}: {value:.4f}")
+    settings = {"dataset": dataset_name, "split": split, "samples": args.samples, "temperature": temperature,
+                "gen_length": sampler.gen_length, "block_length": sampler.block_length, "steps": sampler.steps,
+                "kv_cache": sampler.cache, "confidence_threshold": sampler.threshold, "seed": config.seed,
+                "accuracy_reward": config.accuracy_reward or names[0]}
+    all_results = []
+    for path in paths:
+        tokenizer, model = load_tokenizer(path), load_model(path)
+        results = evaluate_accuracy(
+            model, tokenizer, dataset, funcs, names, sampler, resolve_mask_token_id(model, tokenizer),
+            accuracy_reward=config.accuracy_reward, batch_size=config.per_device_eval_batch_size, seed=config.seed,
+            image_sampler_config=config.image_sampler_config(temperature=temperature),
+            image_tokenizer=image_tokenizer, num_samples=args.samples, pass_k=ks,
+        )
+        all_results.append({"model": str(path), "dataset": Path(str(dataset_name)).name, **results})
+        if args.json:
+            print(json.dumps(all_results[-1]))
+        del model
+    if not args.json:
+        print(markdown_table(all_results))
+    if args.output:
+        json_path, md_path = write_report(all_results, settings, args.output)
+        print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,21 @@ from .rewarding import combine_rewards, score_completions
 from .tasks import TASKS, TaskRunner, row_task
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 − C(n−c, k) / C(n, k)."""
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} needs 1 ≤ k ≤ the number of samples per prompt ({n})")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def is_correct(scores: torch.Tensor, reward_func) -> torch.Tensor:
+    """Correct = the accuracy reward reaches the function's ``correct_threshold`` (e.g. a solved Sudoku, not a
+    partly filled one) or, without one, is positive. None (NaN) is not correct."""
+    threshold = getattr(reward_func, "correct_threshold", None)
+    scores = scores.nan_to_num(-math.inf)
+    return scores >= threshold if threshold is not None else scores > 0
+
+
 @torch.no_grad()
 def evaluate_accuracy(
     model,
@@ -35,29 +50,36 @@ def evaluate_accuracy(
     reward_timeout: float | None = None,
     image_sampler_config=None,
     image_tokenizer=None,
+    num_samples: int = 1,
+    pass_k=(),
 ) -> dict:
-    """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length[, completions, correct]}.
+    """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length, pass@k…[, completions, correct]}.
 
-    Completions come back in the dataset's row order (images as PIL images)."""
+    ``num_samples`` answers per prompt (``accuracy`` is the mean over all of them); ``pass@k`` for each k in
+    ``pass_k`` (k ≤ num_samples). Completions come back in the dataset's row order (images as PIL images): one
+    per row, or a list of ``num_samples`` per row when there are several."""
     if accuracy_reward is not None and accuracy_reward not in reward_names:
         raise ValueError(f"accuracy_reward={accuracy_reward!r} is not one of the rewards {reward_names}")
+    for k in pass_k:
+        pass_at_k(num_samples, 0, k)  # k out of range: the error before any generation
     acc_index = reward_names.index(accuracy_reward) if accuracy_reward else 0
     weights = reward_weights if reward_weights is not None else torch.ones(len(reward_funcs))
     engine = LocalEngine(model, tokenizer, mask_token_id, max_batch_size=batch_size)
     runner = TaskRunner(engine, tokenizer, sampler_config, image_sampler_config, image_tokenizer,
                         model.get_input_embeddings().num_embeddings)
+    n = num_samples
     rows = [dataset[i] for i in range(len(dataset))]
     order = sorted(range(len(rows)), key=lambda i: TASKS.index(row_task(rows[i])))  # stable: by task
-    groups = [runner.rollout(task, [rows[i] for i in order if row_task(rows[i]) == task], 1, seed)
+    groups = [runner.rollout(task, [rows[i] for i in order if row_task(rows[i]) == task], n, seed)
               for task in TASKS if any(row_task(rows[i]) == task for i in order)]
-    rows = [rows[i] for i in order]
-    prompts = [row["prompt"] for row in rows]
+    rows = [rows[i] for i in order]  # a row's n answers are consecutive in every per-sample list below
+    prompts = [row["prompt"] for row in rows for _ in range(n)]
     completions = [c for g in groups for c in g.completions]
-    columns = {k: [row.get(k) for row in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
+    columns = {k: [row.get(k) for row in rows for _ in range(n)] for k in (rows[0] if rows else {}) if k != "prompt"}
     per_func = score_completions(reward_funcs, prompts, completions,
                                  [ids for g in groups for ids in g.completion_ids.tolist()], columns,
                                  reward_errors, reward_timeout).values
-    correct = per_func[:, acc_index].nan_to_num(0.0) > 0
+    correct = is_correct(per_func[:, acc_index], reward_funcs[acc_index])
     eos = tokenizer.eos_token_id
     text = [g.completion_ids for g in groups if g.task != "t2i"]
     lengths = torch.cat([(ids != eos).sum(dim=1) for ids in text]).float() if eos is not None and text else None
@@ -65,16 +87,21 @@ def evaluate_accuracy(
     results = {
         "accuracy": correct.float().mean().item() if len(rows) else math.nan,
         "n": len(rows),
+        "samples_per_prompt": n,
         "reward": combine_rewards(per_func, weights).mean().item(),
         "completions/mean_length": lengths.mean().item() if lengths is not None else math.nan,
     }
+    per_row = correct.view(len(rows), n).sum(dim=1).tolist()
+    for k in pass_k:
+        results[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in per_row) / len(rows) if rows else math.nan
     for i, name in enumerate(reward_names):
         results[f"rewards/{name}/mean"] = torch.nanmean(per_func[:, i]).item()
     if return_completions:
-        results["completions"] = [completions[j] for j in back]
-        results["correct"] = [bool(correct[j]) for j in back]
+        by_row = [completions[j * n : (j + 1) * n] for j in back]
+        results["completions"] = [c[0] for c in by_row] if n == 1 else by_row
+        flags = [[bool(x) for x in correct[j * n : (j + 1) * n]] for j in back]
+        results["correct"] = [f[0] for f in flags] if n == 1 else flags
     return results
-
 
 
 class GenerationEvalMixin:

@@ -199,6 +199,7 @@ def _resource_problems(run, config, model, check_paths: bool) -> list[str]:
     """Rewards, model and image-tokenizer paths, datasets and output_dir; one line each."""
     from rewards.registry import get_reward, list_rewards
 
+    from .cli import dataset_options
     from .data import load_prompt_dataset
     from .models.loading import resolve_model_path
     from .tasks import check_tasks
@@ -228,15 +229,38 @@ def _resource_problems(run, config, model, check_paths: bool) -> list[str]:
     if run.dataset_test_split:
         splits.append(("test", run.dataset_test_split, run.eval_limit))
     needed = ["prompt", *dict.fromkeys(c for f in funcs for c in getattr(f, "required_columns", ()))]
-    for role, split, limit in splits if check_paths or not _is_local_path(run.dataset_name) else ():
+    adapter = _adapter_problems(run, needed, problems)
+    # a hub data set needs the network, a local one the training machine's disk: both are paths
+    offline = not check_paths and (_is_local_path(run.dataset_name) or (adapter and adapter.generate is None))
+    for role, split, limit in splits if not offline else ():
         try:
-            dataset = load_prompt_dataset(run.dataset_name, split, limit, required=needed)
+            dataset = load_prompt_dataset(run.dataset_name, split, limit, required=needed, **dataset_options(run))
             check_tasks(dataset, run.image_tokenizer, name=f"dataset {run.dataset_name!r} ({role} split {split!r})")
         except (ValueError, FileNotFoundError, KeyError) as error:
             problems.append(f"dataset_name: {error}")
     if Path(config.output_dir).is_file():
         problems.append(f"output_dir: {config.output_dir!r} is a file, not a folder")
     return problems
+
+
+def _adapter_problems(run, needed: list[str], problems: list[str]):
+    """The recipe's data set adapter (None if none applies); an unknown one, or rewards that read columns its rows
+    will not have, is a problem (found without loading anything)."""
+    from .data.adapters import PROMPT_FORMATS, adapter_for
+
+    if run.prompt_format not in PROMPT_FORMATS:
+        problems.append(f"prompt_format: {run.prompt_format!r} is not one of {list(PROMPT_FORMATS)}")
+    try:
+        adapter = adapter_for(run.dataset_name, run.dataset_adapter)
+    except ValueError as error:
+        problems.append(f"dataset_adapter: {error}")
+        return None
+    if adapter is not None:
+        missing = [c for c in needed if c != "prompt" and c not in adapter.produces]
+        if missing:
+            problems.append(f"reward_funcs: the rewards read column(s) {missing}, which the {adapter.name!r} "
+                            f"adapter's rows do not have (they have {list(adapter.produces)})")
+    return adapter
 
 
 def overrides_from_argv(argv: list[str]) -> tuple[str | None, dict]:

@@ -1,4 +1,7 @@
-"""Loading prompt datasets named in a recipe: the built-in ``arith`` and ``shapes`` tasks or a local JSON/JSONL/CSV/Parquet file."""
+"""Loading the prompt data set a recipe names: a built-in task (``arith``, ``shapes``), a public data set through
+its adapter (``gsm8k``, ``math``, ``countdown``, ``sudoku``, … by name or hub id; see ``unigrpo.data.adapters``), or
+a local JSON/JSONL/CSV/Parquet file — or a folder of them named by split (``train.jsonl``, ``test.jsonl``) —
+optionally in an adapter's source schema (``adapter=``)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
+from .adapters import ADAPTERS, HUB_IDS, adapt, adapter_for, load_hub_split
 from .arith import make_arith_dataset
 from .shapes import make_shapes_dataset
 
@@ -20,24 +24,47 @@ BUILTIN = {
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_prompt_dataset(name: str, split: str = "train", limit: int | None = None, required=("prompt",)) -> Dataset:
-    """A built-in task by name, or a local file; checks that the ``required`` columns are present."""
-    if name in BUILTIN:
+def local_data_file(path: Path, split: str) -> Path:
+    """A data file, or the ``<split>.<format>`` file inside a folder."""
+    if path.is_dir():
+        found = [path / f"{split}{suffix}" for suffix in _FORMATS if (path / f"{split}{suffix}").is_file()]
+        if not found:
+            raise FileNotFoundError(f"dataset folder {str(path)!r} has no {split}.jsonl / .json / .csv / .parquet")
+        return found[0]
+    if path.suffix not in _FORMATS:
+        raise ValueError(f"dataset file {str(path)!r}: unsupported suffix {path.suffix!r}; use {sorted(_FORMATS)}")
+    return path
+
+
+def load_prompt_dataset(name: str, split: str = "train", limit: int | None = None, required=("prompt",),
+                        adapter: str | None = None, thinking: bool = False, prompt_format: str = "chat") -> Dataset:
+    """The rows of one split, adapted when an adapter applies; checks that the ``required`` columns are present.
+
+    ``adapter`` names the schema of a local file or hub id; without it, ``name`` picks one when it is an adapter's
+    name or hub id. ``thinking`` / ``prompt_format`` shape adapted prompts (MMaDA's thinking instruction; chat or
+    plain)."""
+    path = Path(name)
+    found = adapter_for(name, adapter) if name not in BUILTIN or adapter else None
+    if name in BUILTIN and not adapter:
         dataset = BUILTIN[name](split=split)
+    elif path.exists():
+        file = local_data_file(path, split)
+        dataset = load_dataset(_FORMATS[file.suffix], data_files=str(file), split="train")
+    elif found is not None:
+        hub_id = None if name in HUB_IDS or name == found.name else name
+        dataset = load_hub_split(found, split, hub_id)
     else:
-        path = Path(name)
-        if not path.exists():
-            raise FileNotFoundError(f"dataset {name!r} is neither a built-in task ({sorted(BUILTIN)}) nor a file")
-        if path.suffix not in _FORMATS:
-            raise ValueError(f"dataset file {name!r}: unsupported suffix {path.suffix!r}; use {sorted(_FORMATS)}")
-        dataset = load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
-    missing = [c for c in required if c not in dataset.column_names]
+        raise FileNotFoundError(f"dataset {name!r} is neither a built-in task ({sorted(BUILTIN)}), an adapter "
+                                f"({sorted(ADAPTERS)}, or their hub ids) nor a file")
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    if found is not None:
+        dataset = adapt(dataset, found, thinking, prompt_format, name=name)
     if "image" in dataset.column_names and dataset.features["image"].dtype == "string":
         from datasets import Image
 
         dataset = dataset.cast_column("image", Image())  # file paths → PIL images when rows are read
+    missing = [c for c in required if c not in dataset.column_names]
     if missing:
         raise ValueError(f"dataset {name!r} has no column(s) {missing}; it has {dataset.column_names}")
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset
