@@ -1,7 +1,9 @@
 """``UniGRPOConfig``: training arguments of UniGRPO, with TRL's names where the concept is shared.
 
 Batch semantics follow TRL: ``per_device_train_batch_size`` counts *completions*; each optimizer step sees
-``per_device_train_batch_size / num_generations`` prompts per device, each answered ``num_generations`` times.
+``per_device_train_batch_size / num_generations`` prompts per device and accumulation step, each answered
+``num_generations`` times; the global batch is that × ``gradient_accumulation_steps`` × processes
+(``unigrpo.data_parallel``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from transformers import TrainingArguments
 from rollouts.engine import ROLLOUT_BACKENDS
 
 from .advantages import SCALE_REWARDS
+from .data_parallel import check_group_sharding, check_launch
 from .likelihood import ESTIMATORS
 from .loss import LOSS_TYPES
 from .masking import MASK_SCHEDULES
@@ -176,11 +179,9 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
                 raise ValueError(f"{key}={value!r} is not valid; choose one of {valid}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations}: group advantages need at least 2 answers")
-        if self.per_device_train_batch_size % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size={self.per_device_train_batch_size} (completions) is not divisible by "
-                f"num_generations={self.num_generations}"
-            )
+        check_launch(self.world_size)
+        check_group_sharding(self.per_device_train_batch_size, self.num_generations,
+                             self.gradient_accumulation_steps, self.world_size)
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations={self.num_iterations} must be ≥ 1")
         if self.num_mask_levels < 1:

@@ -32,6 +32,18 @@ from rollouts import make_engine
 
 from .advantages import group_advantages
 from .config import UniGRPOConfig
+from .data_parallel import (
+    check_launch,
+    gather_objects,
+    gather_tensor,
+    local_share,
+    mean_over_processes,
+    merge_sums,
+    rollout_seed,
+    sum_over_processes,
+    window_indices,
+    window_micro_batch,
+)
 from .evaluation import GenerationEvalMixin
 from .likelihood import NoisedView, answer_token_logps, get_estimator, sequence_logp
 from .loss import get_loss_normaliser, per_token_loss
@@ -44,29 +56,34 @@ from .plotting import TrainingCurvesCallback
 from .prompts import check_prompt_lengths
 from .resume import CompleteCheckpointCallback, GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
-from .tasks import TaskRunner, check_tasks, row_task
+from .tasks import TaskRollout, TaskRunner, check_tasks, row_task
 
 
 GRID_CAPTIONS = 16  # held-out t2i captions drawn before / after training in image_grid.png
 
 
 class RepeatedBatchSampler(Sampler):
-    """Shuffled prompt batches; each group of ``accumulation`` batches is yielded ``repeats`` (= μ) times in a row.
+    """Shuffled prompt windows (``unigrpo.data_parallel``); each window is yielded ``accumulation × repeats`` (= μ)
+    times in a row, as this process's prompts of all its accumulation slots.
 
-    So the μ optimizer steps of one rollout batch see exactly the same prompts, and gradient accumulation groups
-    micro-batches of the same inner step.
+    So the μ optimizer steps of one rollout batch see exactly the same prompts, every process draws the same order
+    and keeps its own micro-batches of each window, and the trainer can roll out all its slots at the window's
+    first micro-step (dapo's token count and the batch std then span the whole optimizer step).
     """
 
-    def __init__(self, num_rows: int, batch_size: int, accumulation: int, repeats: int, seed: int):
+    def __init__(self, num_rows: int, batch_size: int, accumulation: int, repeats: int, seed: int,
+                 num_processes: int = 1, rank: int = 0):
         self.num_rows, self.batch_size, self.accumulation, self.repeats, self.seed = (
             num_rows, batch_size, accumulation, repeats, seed
         )
+        self.num_processes, self.rank = num_processes, rank
         self.epoch = 0
-        self.num_groups = num_rows // (batch_size * accumulation)
+        window = batch_size * accumulation * num_processes
+        self.num_groups = num_rows // window
         if self.num_groups == 0:
             raise ValueError(
                 f"the train dataset has {num_rows} prompts, fewer than one optimizer step needs "
-                f"({batch_size} prompts × {accumulation} accumulation steps)"
+                f"({batch_size} prompts × {accumulation} accumulation steps × {num_processes} processes)"
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -77,11 +94,12 @@ class RepeatedBatchSampler(Sampler):
 
     def __iter__(self):
         order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        batches = order[: len(self) // self.repeats * self.batch_size].view(-1, self.batch_size).tolist()
+        window = self.batch_size * self.accumulation * self.num_processes
         for g in range(self.num_groups):
-            group = batches[g * self.accumulation : (g + 1) * self.accumulation]
-            for _ in range(self.repeats):
-                yield from group
+            mine = window_indices(order[g * window : (g + 1) * window].tolist(), self.batch_size, self.accumulation,
+                                  self.num_processes, self.rank)
+            for _ in range(self.accumulation * self.repeats):
+                yield mine
 
 
 def by_task(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -120,13 +138,37 @@ class TaskViews:
 
 @dataclass
 class Rollouts:
-    """One micro-batch of scored rollouts: advantages of all N answers, and per task its answers and views."""
+    """One micro-batch of scored rollouts: advantages of all N answers, and per task its answers and views.
+
+    ``tokens_per_micro_batch`` (μ,): the masked-token count of each inner step over the whole optimizer step (all
+    accumulation slots and processes) divided by its number of micro-batches: dapo's normaliser."""
 
     advantages: torch.Tensor  # (N,)
     tasks: list[TaskViews]
+    tokens_per_micro_batch: torch.Tensor | None = None  # (μ,)
 
     def inputs_for_step(self, n: int) -> dict:
-        return {"advantages": self.advantages, "tasks": [t.inputs_for_step(n) for t in self.tasks]}
+        tokens = None if self.tokens_per_micro_batch is None else self.tokens_per_micro_batch[n]
+        return {"advantages": self.advantages, "tasks": [t.inputs_for_step(n) for t in self.tasks],
+                "global_tokens": tokens}
+
+    def masked_tokens(self) -> torch.Tensor:
+        """(μ,) scored (masked) answer tokens of each inner step's views in this micro-batch."""
+        return torch.stack([sum(t.views[n].score_mask.sum().float().cpu() for t in self.tasks)
+                            for n in range(len(self.tasks[0].views))])
+
+
+@dataclass
+class ScoredBatch:
+    """One micro-batch after rollout and rewards: its task groups (a prompt's G answers consecutive, tasks in
+    order of first appearance) and their scores."""
+
+    groups: list[TaskRollout]
+    rows: list[dict]  # (B) prompts in task order
+    per_func: torch.Tensor  # (N, F) each reward on each answer, NaN = not applicable
+    rewards: torch.Tensor  # (N,) weighted sum
+    skipped: list[int]  # (F,) samples a reward skipped
+    seed: int  # its rollout seed; the masks use seed + 1
 
 
 def ray_engine_options(args: UniGRPOConfig) -> dict:
@@ -285,12 +327,16 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         return self.accelerator.unwrap_model(self.model)
 
     def get_train_dataloader(self) -> DataLoader:
+        """This process's share of every window (``unigrpo.data_parallel``); not handed to ``accelerator.prepare``,
+        which would shard the batches a second time."""
         sampler = RepeatedBatchSampler(
             len(self.train_dataset),
             self.args.prompts_per_device_step,
             self.args.gradient_accumulation_steps,
             self.args.num_iterations,
             self.args.seed,
+            num_processes=self.accelerator.num_processes,
+            rank=self.accelerator.process_index,
         )
         return DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator)
 
@@ -302,16 +348,20 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
 
     # ------------------------------------------------------------------ the outline
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """One micro-batch of inner step n: make the rollouts on its first appearance, then the usual step."""
-        cycle = self.args.gradient_accumulation_steps * self.args.num_iterations
-        n, slot = divmod(self._micro_step % cycle, self.args.gradient_accumulation_steps)
+        """One micro-batch of inner step n: roll out all of this process's slots on the window's first micro-step
+        (``inputs["rows"]`` holds them, slot by slot), then the usual step on slot ``slot``."""
+        GA, mu = self.args.gradient_accumulation_steps, self.args.num_iterations
+        cycle, position = divmod(self._micro_step, GA * mu)
+        n, slot = divmod(position, GA)
+        B = self.args.prompts_per_device_step
+        slots = [inputs["rows"][s * B : (s + 1) * B] for s in range(GA)]
+        if n == 0 and slot == 0:
+            self._rollouts = dict(enumerate(self.make_window_rollouts(slots, cycle)))
         self._micro_step += 1
-        if n == 0:
-            self._rollouts[slot] = self.make_rollouts(inputs["rows"])
         with self.timer("update"):
             loss = super().training_step(model, self._rollouts[slot].inputs_for_step(n), num_items_in_batch)
         if not torch.isfinite(loss).all():
-            self.stop_on_non_finite_loss(loss, inputs["rows"])
+            self.stop_on_non_finite_loss(loss, slots[slot])
         return loss
 
     def stop_on_non_finite_loss(self, loss, rows) -> None:
@@ -326,11 +376,38 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             f"{last or 'none'} (resume with --resume_from_checkpoint auto after fixing the cause: a reward returning "
             f"inf, a learning rate too high, or bf16 overflow)")
 
+    def rollout_seed(self, cycle: int, slot: int) -> int:
+        """The seed of this process's slot ``slot`` in μ-cycle ``cycle``: the same for a micro-batch on any number of
+        processes (``unigrpo.data_parallel.rollout_seed``)."""
+        accelerator, args = self.accelerator, self.args
+        window = args.gradient_accumulation_steps * accelerator.num_processes
+        j = window_micro_batch(slot, accelerator.process_index, accelerator.num_processes)
+        return rollout_seed(args.seed, cycle, j, window, args.num_iterations)
+
     @torch.no_grad()
     def make_rollouts(self, rows: list[dict]) -> Rollouts:
-        """rollout → rewards → advantages → μ views → old / reference log-probs (all no-grad)."""
+        """The rollouts of one micro-batch (a window of one slot; the trainer itself calls ``make_window_rollouts``)."""
+        GA, mu = self.args.gradient_accumulation_steps, self.args.num_iterations
+        return self.make_window_rollouts([rows], self._micro_step // (GA * mu))[0]
+
+    @torch.no_grad()
+    def make_window_rollouts(self, slots: list[list[dict]], cycle: int) -> list[Rollouts]:
+        """This process's micro-batches of one optimizer step: rollout → rewards per slot; advantages from the
+        rewards of the whole window (gathered over processes); μ views → old / reference log-probs (all no-grad)."""
+        batches = [self.rollout_and_score(rows, self.rollout_seed(cycle, s)) for s, rows in enumerate(slots)]
+        advantages = self.window_advantages(batches)
+        rollouts = [self.score_views(b, a) for b, a in zip(batches, advantages)]
+        micro_batches = len(slots) * self.accelerator.num_processes
+        tokens = sum_over_processes(self.accelerator, sum(r.masked_tokens() for r in rollouts))  # (μ,) whole step
+        for r in rollouts:
+            r.tokens_per_micro_batch = tokens / micro_batches
+        if self.args.log_completions:
+            self.write_completions(batches, advantages)
+        return rollouts
+
+    def rollout_and_score(self, rows: list[dict], seed: int) -> ScoredBatch:
+        """G answers per prompt (per task, with ``seed``) and their rewards."""
         args, G = self.args, self.args.num_generations
-        seed = args.seed * 1_000_003 + self._micro_step
         self.sync_engine_weights()
         with self.timer("rollout"):
             groups = [self.task_runner.rollout(task, task_rows, G, seed) for task, task_rows in by_task(rows)]
@@ -346,25 +423,34 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
                 args.reward_errors,
                 args.reward_timeout,
             )
-        per_func = scores.values
-        rewards = combine_rewards(per_func, self.reward_weights)
-        advantages, zero_std = group_advantages(rewards, G, args.scale_rewards)
-        generator = torch.Generator().manual_seed(seed + 1)  # one stream for the ratios, then every mask
-        ratios = self.draw_mask_ratios(len(rewards), args.num_iterations, args.num_mask_levels, generator,
+        rewards = combine_rewards(scores.values, self.reward_weights)
+        return ScoredBatch(groups, rows, scores.values, rewards, scores.skipped, seed)
+
+    def window_advantages(self, batches: list[ScoredBatch]) -> list[torch.Tensor]:
+        """A_i of each slot's answers (N,), computed on the rewards of the whole window: groups never straddle a
+        process, so only ``scale_rewards: batch`` needs the gather; the reward metrics are logged from it too."""
+        local = torch.cat([b.rewards for b in batches])  # (GA·N,)
+        rewards = gather_tensor(self.accelerator, local)  # (P·GA·N,) every process's, in rank order
+        advantages, zero_std = group_advantages(rewards, self.args.num_generations, self.args.scale_rewards)
+        self.log_rollout_metrics(batches, rewards, zero_std)
+        mine = local_share(self.accelerator, advantages, len(local))
+        return list(mine.split([len(b.rewards) for b in batches]))
+
+    def score_views(self, batch: ScoredBatch, advantages: torch.Tensor) -> Rollouts:
+        """μ noised views of a micro-batch's answers (Algorithm 1's ratios), and θ_old / reference log-probs on them."""
+        args = self.args
+        generator = torch.Generator().manual_seed(batch.seed + 1)  # one stream for the ratios, then every mask
+        ratios = self.draw_mask_ratios(len(batch.rewards), args.num_iterations, args.num_mask_levels, generator,
                                        args.mask_ratio_min, args.mask_ratio_max)  # (μ, N)
         tasks, offset = [], 0
-        for g in groups:
+        for g in batch.groups:
             views = self.draw_views(g, ratios[:, offset : offset + g.size], generator)
             with self.timer("logps"):
                 old_logps = [self.view_logps("old", v, g.completion_ids) for v in views]
                 ref_logps = [self.view_logps("ref", v, g.completion_ids) for v in views]
             tasks.append(TaskViews(g.completion_ids, offset, views, old_logps, ref_logps))
             offset += g.size
-        self.log_rollout_metrics(rewards, per_func, zero_std, groups, scores.skipped)
-        if args.log_completions:
-            completions = [c for g in groups for c in g.completions]
-            self.write_completions([row["prompt"] for row in rows], G, completions, per_func, rewards, advantages)
-        return Rollouts(advantages.to(groups[0].completion_ids.device), tasks)
+        return Rollouts(advantages.to(batch.groups[0].completion_ids.device), tasks)
 
     def draw_views(self, group, ratios: torch.Tensor, generator: torch.Generator) -> list[NoisedView]:
         """μ noised views of one task's answers at the step ratios (μ, N_g) of Algorithm 1's schedule; stored so
@@ -411,7 +497,8 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         pad = lambda t, value: torch.nn.functional.pad(t, (0, L - t.shape[1]), value=value)  # noqa: E731
         token_loss = torch.cat([pad(t, 0.0) for t in losses])  # (R, L)
         score_mask = torch.cat([pad(m, False) for m in masks])  # (R, L)
-        return self.normalise_loss(token_loss, score_mask, torch.cat(index), len(inputs["advantages"]), L)
+        return self.normalise_loss(token_loss, score_mask, torch.cat(index), len(inputs["advantages"]), L,
+                                   inputs.get("global_tokens"))
 
     def task_token_loss(self, model, task: dict, all_advantages: torch.Tensor):
         """One task's per-token loss (R, L_g) on its view of this inner step, its score mask and answer indices."""
@@ -432,26 +519,44 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         return token_loss, view.score_mask, answer_index
 
     # ------------------------------------------------------------------ metrics and logs
-    def log_rollout_metrics(self, rewards, per_func, zero_std, groups, skipped) -> None:
-        m = self._metrics
+    def log_rollout_metrics(self, batches: list[ScoredBatch], rewards: torch.Tensor, zero_std: torch.Tensor) -> None:
+        """Reward metrics of the whole optimizer step: ``rewards`` and ``zero_std`` come gathered over processes;
+        the per-function scores, skipped counts, answer lengths and per-task rewards are gathered here."""
+        m, accelerator, G = self._metrics, self.accelerator, self.args.num_generations
+        per_func = gather_tensor(accelerator, torch.cat([b.per_func for b in batches]))  # (P·GA·N, F)
+        skipped = sum_over_processes(accelerator, torch.tensor([float(sum(s)) for s in zip(*(b.skipped for b in batches))]))
         m["reward"].append(rewards.mean().item())
-        m["reward_std"].append(rewards.view(-1, self.args.num_generations).std(dim=1).mean().item())
+        m["reward_std"].append(rewards.view(-1, G).std(dim=1).mean().item())
         for i, name in enumerate(self.reward_names):
             column = per_func[:, i]
             m[f"rewards/{name}/mean"].append(torch.nanmean(column).item())
             m[f"rewards/{name}/std"].append(column[~column.isnan()].std().item() if column.isfinite().sum() > 1 else 0.0)
-            if self.args.reward_errors == "skip":
-                m[f"rewards/{name}/skipped"].append(float(skipped[i]))
+            if self.args.reward_errors == "skip":  # per micro-batch, as with one process
+                m[f"rewards/{name}/skipped"].append(skipped[i].item() / (len(batches) * accelerator.num_processes))
         m["frac_reward_zero_std"].append(zero_std.float().mean().item())
-        text = [g.eligible for g in groups if g.task != "t2i"]
-        if text:
-            content = torch.cat([e.sum(dim=1) for e in text]).float() - float(self.args.eos_in_loss > 0)
-            m["completions/mean_length"].append(content.clamp(min=0).mean().item())
-        if len(groups) > 1:  # a mixed-task batch: the reward of each kind of task
+        sums = merge_sums(accelerator, self.length_and_task_sums(batches))
+        tasks = [key for key in sums if key.startswith("tasks/")]
+        for key, (total, count) in sums.items():
+            if key.startswith("completions/") or len(tasks) > 1:  # per-task rewards of a mixed-task batch
+                m[key].append(total / count)
+
+    def length_and_task_sums(self, batches: list[ScoredBatch]) -> dict[str, tuple[float, float]]:
+        """(sum, count) on this process of text answer lengths (before the first EOS) and of each task's rewards."""
+        sums: dict[str, tuple[float, float]] = {}
+
+        def add(key, values):
+            total, count = sums.get(key, (0.0, 0.0))
+            sums[key] = (total + values.sum().item(), count + values.numel())
+
+        for b in batches:
             offset = 0
-            for g in groups:
-                m[f"tasks/{g.task}/reward"].append(rewards[offset : offset + g.size].mean().item())
+            for g in b.groups:
+                if g.task != "t2i":
+                    content = g.eligible.sum(dim=1).float() - float(self.args.eos_in_loss > 0)
+                    add("completions/mean_length", content.clamp(min=0))
+                add(f"tasks/{g.task}/reward", b.rewards[offset : offset + g.size])
                 offset += g.size
+        return sums
 
     def log_loss_metrics(self, logps, old_logps, kl, advantages, view) -> None:
         m, args = self._metrics, self.args
@@ -469,23 +574,36 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         m["logp/sequence_mean"].append(sequence_logp(logps.detach(), view.score_mask).mean().item())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge the averaged rollout and loss metrics into the Trainer's log line, then clear them."""
+        """Merge the averaged rollout and loss metrics (averaged over processes too) into the Trainer's log line,
+        then clear them. Every process calls it at the same steps, as the Trainer's loss gather needs."""
         if "loss" in logs:  # a training log, not an evaluation one
-            logs = {**logs, **{k: sum(v) / len(v) for k, v in self._metrics.items() if v}}
+            means = {k: sum(v) / len(v) for k, v in self._metrics.items() if v}
+            logs = {**logs, **mean_over_processes(self.accelerator, means)}
             self._metrics.clear()
         super().log(logs, start_time)
 
-    def write_completions(self, prompts, G, completions, per_func, rewards, advantages) -> None:
-        """Append this micro-batch's table to ``completions/step_<n>.jsonl`` (written now, never kept in memory)."""
+    def write_completions(self, batches: list[ScoredBatch], advantages: list[torch.Tensor]) -> None:
+        """Append the optimizer step's table (every process's answers, gathered) to ``completions/step_<n>.jsonl``
+        from the main process (written now, never kept in memory)."""
+        rows = [row for b, a in zip(batches, advantages) for row in self.completion_rows(b, a)]
+        rows = [row for part in gather_objects(self.accelerator, rows) for row in part]
         if not self.is_world_process_zero():
             return
         folder = os.path.join(self.args.output_dir, "completions")
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"step_{self.state.global_step:06d}.jsonl"), "a") as f:
-            for i, completion in enumerate(completions):
-                if not isinstance(completion, (str, list)):  # a t2i image
-                    completion = f"<{type(completion).__name__} {getattr(completion, 'size', '')}>"
-                row = {"step": self.state.global_step, "prompt": prompts[i // G], "completion": completion,
-                       "reward": rewards[i].item(), "advantage": advantages[i].item()}
-                row.update({f"rewards/{n}": (None if v != v else v) for n, v in zip(self.reward_names, per_func[i].tolist())})
-                f.write(json.dumps(row) + "\n")
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+    def completion_rows(self, batch: ScoredBatch, advantages: torch.Tensor) -> list[dict]:
+        """One JSON-ready row per answer: prompt, completion (an image as its size), rewards, advantage."""
+        G, rows = self.args.num_generations, []
+        completions = [c for g in batch.groups for c in g.completions]
+        for i, completion in enumerate(completions):
+            if not isinstance(completion, (str, list)):  # a t2i image
+                completion = f"<{type(completion).__name__} {getattr(completion, 'size', '')}>"
+            row = {"step": self.state.global_step, "prompt": batch.rows[i // G]["prompt"], "completion": completion,
+                   "reward": batch.rewards[i].item(), "advantage": advantages[i].item()}
+            row.update({f"rewards/{n}": (None if v != v else v)
+                        for n, v in zip(self.reward_names, batch.per_func[i].tolist())})
+            rows.append(row)
+        return rows
