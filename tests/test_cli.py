@@ -128,15 +128,19 @@ def test_every_recipe_parses_and_validates(recipe):
 
     path = RECIPES / recipe
     config_cls = MaskedSFTConfig if "sft" in recipe else UniGRPOConfig
-    gpu_only = ["--bf16", "false"] if recipe.startswith("mmada-8b") else []  # transformers refuses bf16 on CPU
+    real_model = recipe.startswith(("llada-8b", "mmada-8b"))  # weights and data: the hub / a GPU machine
+    gpu_only = ["--bf16", "false"] if real_model else []  # transformers refuses bf16 on CPU
     run_args, config, model_args = parse_recipe(config_cls, ["--config", str(path), *gpu_only])
     funcs, _ = resolve_reward_funcs(run_args.reward_funcs)
     config.image_sampler_config()
-    if recipe.startswith("mmada-8b"):  # a real-model recipe: paths exist on a GPU machine, not here
+    if real_model:
         from unigrpo.cli import peft_config_from
 
         peft = peft_config_from(model_args)
-        assert peft is not None and "q_proj" in peft.target_modules and "ff_out" in peft.target_modules
-        assert run_args.image_tokenizer and len(config.reward_weights) == len(funcs)
+        assert (peft is not None) == recipe.endswith(("-lora.yaml", "mmu-geoqa.yaml", "t2i.yaml")), recipe
+        if peft is not None:
+            assert "q_proj" in peft.target_modules and "ff_out" in peft.target_modules
+        assert len(config.reward_weights or funcs) == len(funcs)
+        assert bool(run_args.image_tokenizer) == ("mmu" in recipe or "t2i" in recipe)
     elif not model_args.model_name_or_path.startswith("random-"):
         assert resolve_model_path(model_args.model_name_or_path).is_dir()

@@ -3,8 +3,9 @@
 apply) within 1 s, executes nothing, and never raises.
 
 Rewards tested: the names in ``rewards.list_rewards()`` minus the ones that need images, models or a server
-(``NOT_TEXT``: ``clip_score``, ``image_reward``, ``judge``) — today ``boxed_format``, ``math_correctness``,
-``think_format``; ``test_text_rewards_are_the_ones_tested`` fails if that set changes without this file knowing.
+(``NOT_TEXT``: ``clip_score``, ``image_reward``, ``judge``) — today ``boxed_format``, ``countdown``,
+``math_correctness``, ``sudoku``, ``think_format``; ``test_text_rewards_are_the_ones_tested`` fails if that set
+changes without this file knowing. ``countdown`` and ``sudoku`` get one fixed puzzle as their columns.
 
 ``math_correctness`` is tested as ``make_math_correctness(timeout_s=0.5)``: the registered default allows 1.0 s per
 symbolic comparison, so an exponent tower costs 1.0 s plus the pipe round trip (measured 1.00–1.09 s on the
@@ -46,7 +47,11 @@ import pytest  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "adversarial_completions.jsonl"
 NOT_TEXT = {"clip_score", "image_reward", "judge"}  # need images / a reward model / a server
-TEXT_REWARDS = ("boxed_format", "math_correctness", "think_format")
+TEXT_REWARDS = ("boxed_format", "countdown", "math_correctness", "sudoku", "think_format")
+# the columns each reward reads besides the reference answer (one fixed puzzle for the task rewards)
+TASK_COLUMNS = {"countdown": {"numbers": [[2, 3, 4]], "target": [5]},
+                "sudoku": {"puzzle": ["0040302120000300"], "solution": ["1243342121344312"]}}
+ALLOWED_VALUES = {"boxed_format": (0.0, 0.5), "think_format": (0.0, 0.5), "countdown": (0.0, 0.1)}
 PER_COMPLETION_S = 1.0
 MATH_TIMEOUT_S = 0.5
 MB = 1_000_000
@@ -430,7 +435,8 @@ def test_every_text_reward_answers_every_row_within_1s(name, rows, canary):
     for i, row in enumerate(rows):
         start = time.perf_counter()
         try:
-            values = reward(prompts=["q"], completions=[row["completion"]], answer=[row["answer"]])
+            values = reward(prompts=["q"], completions=[row["completion"]], answer=[row["answer"]],
+                            **TASK_COLUMNS.get(name, {}))
         except Exception as error:  # noqa: BLE001 - collected, reported below
             failures.append(f"row {i} ({row['kind']}): raised {error!r}")
             continue
@@ -448,8 +454,10 @@ def test_every_text_reward_answers_every_row_within_1s(name, rows, canary):
             expected = row.get("math", 0.0)
             if expected != "any" and value != expected:
                 failures.append(f"row {i} ({row['kind']}): math_correctness {value!r}, expected {expected!r}")
+        elif name in ALLOWED_VALUES:
+            assert value in ALLOWED_VALUES[name], (i, value)
         else:
-            assert value in (0.0, 0.5), (i, value)
+            assert 0.0 <= value < 1.0, (i, value)  # sudoku: no hostile completion solves the puzzle
         assert not canary.exists(), f"row {i} ({row['kind']}) was executed"
     print(f"{name}: slowest completion {slowest[0]:.3f} s (row {slowest[1]})")
     assert not failures, "\n".join(failures)

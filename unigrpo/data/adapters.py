@@ -102,6 +102,11 @@ def countdown_target(row: dict) -> int:
     return int(first(row, "target", "output"))
 
 
+def sudoku_cells(grid) -> str:
+    """A 16-digit grid string; a CSV reader that typed ``0020…`` as the integer ``20…`` lost its leading zeros."""
+    return str(grid).zfill(16) if isinstance(grid, int) else str(grid)
+
+
 ADAPTERS: dict[str, Adapter] = {
     "gsm8k": Adapter(
         "gsm8k",
@@ -139,9 +144,9 @@ ADAPTERS: dict[str, Adapter] = {
     ),
     "sudoku": Adapter(
         "sudoku",
-        question=lambda r: SUDOKU_INSTRUCTION.format(puzzle=str(first(r, "puzzle", "Puzzle"))),
-        columns=lambda r: {"puzzle": str(first(r, "puzzle", "Puzzle")),
-                           "solution": str(first(r, "solution", "Solution"))},
+        question=lambda r: SUDOKU_INSTRUCTION.format(puzzle=sudoku_cells(first(r, "puzzle", "Puzzle"))),
+        columns=lambda r: {"puzzle": sudoku_cells(first(r, "puzzle", "Puzzle")),
+                           "solution": sudoku_cells(first(r, "solution", "Solution"))},
         needs=("puzzle|Puzzle", "solution|Solution"),
         produces=("puzzle", "solution"),
         generate=make_sudoku_rows,

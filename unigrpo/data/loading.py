@@ -9,6 +9,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
+from ..models.loading import is_hub_id
 from .adapters import ADAPTERS, HUB_IDS, adapt, adapter_for, load_hub_split
 from .arith import make_arith_dataset
 from .shapes import make_shapes_dataset
@@ -50,7 +51,7 @@ def load_prompt_dataset(name: str, split: str = "train", limit: int | None = Non
     elif path.exists():
         file = local_data_file(path, split)
         dataset = load_dataset(_FORMATS[file.suffix], data_files=str(file), split="train")
-    elif found is not None:
+    elif found is not None and (name in HUB_IDS or name == found.name or is_hub_id(name)):
         hub_id = None if name in HUB_IDS or name == found.name else name
         dataset = load_hub_split(found, split, hub_id)
     else:

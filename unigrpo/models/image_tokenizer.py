@@ -122,14 +122,19 @@ BUILTIN_MODULES = ("unigrpo.models.tiny_vq", "unigrpo.models.magvit2")  # regist
 
 
 def resolve_image_tokenizer_path(name_or_path: str | Path) -> Path:
-    """A folder, or the name of an image tokenizer shipped in ``unigrpo/assets`` (e.g. ``tiny-shapes-vq``)."""
+    """A folder, the name of an image tokenizer shipped in ``unigrpo/assets`` (e.g. ``tiny-shapes-vq``), or a hub
+    id (``showlab/magvitv2``)."""
     path = Path(name_or_path)
     if path.exists():
         return path
     shipped = Path(__file__).resolve().parent.parent / "assets" / str(name_or_path)
     if (shipped / "config.json").is_file():
         return shipped
-    raise FileNotFoundError(f"image tokenizer {str(name_or_path)!r} is neither a folder nor a shipped one")
+    from .loading import hub_snapshot, is_hub_id
+
+    if is_hub_id(str(name_or_path)):  # e.g. showlab/magvitv2
+        return hub_snapshot(str(name_or_path), "image tokenizer")
+    raise FileNotFoundError(f"image tokenizer {str(name_or_path)!r} is neither a folder, a shipped one nor a hub id")
 
 
 def load_image_tokenizer(path: str | Path, kind: str | None = None, device=None) -> ImageTokenizer:

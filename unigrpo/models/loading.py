@@ -108,10 +108,33 @@ def resolve_model_path(name_or_path: str | Path | None, image_codes: tuple[int, 
         return ASSETS / name
     if name.startswith(RANDOM_PREFIX):
         return random_init_path(name[len(RANDOM_PREFIX):], image_codes=image_codes)
+    if is_hub_id(name):
+        return _check_model_dir(hub_snapshot(name, "model"))
     raise FileNotFoundError(
-        f"model path {name!r} does not exist, is not a built-in checkpoint {builtin_checkpoints()} "
-        f"and is not '{RANDOM_PREFIX}<preset>'"
+        f"model path {name!r} does not exist, is not a built-in checkpoint {builtin_checkpoints()}, a hub id "
+        f"(org/name) or '{RANDOM_PREFIX}<preset>'"
     )
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]  # weights, configs, tokenizer; no code
+
+
+def is_hub_id(name: str) -> bool:
+    """``org/name`` that is not a path on this machine (one slash, no leading ``.`` or ``/``)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
+
+
+def hub_snapshot(repo_id: str, what: str) -> Path:
+    """The local folder of a hub repository (downloaded once into the hub cache; only the cache when offline).
+    The repository's own Python code is not downloaded: the project's classes load the weights."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as error:  # offline without a cached copy, unknown or gated repository
+        raise FileNotFoundError(
+            f"{what} {repo_id!r} is not a folder here and could not be fetched from the hub: "
+            f"{type(error).__name__}: {str(error)[:200]}") from error
 
 
 RANDOM_PREFIX = "random-"
