@@ -121,3 +121,51 @@ def test_every_adapter_declares_what_its_rows_have():
     for name, adapter in ADAPTERS.items():
         assert adapter.name == name and adapter.needs and (adapter.sources or adapter.generate or name == "captions")
         assert "prompt" not in adapter.produces
+
+
+TASK_RECIPE = """
+model_name_or_path: {model}
+dataset_name: {dataset}
+dataset_adapter: {adapter}
+train_limit: 8
+eval_limit: 4
+reward_funcs: [{reward}]
+output_dir: {out}
+num_generations: 4
+per_device_train_batch_size: 8
+per_device_eval_batch_size: 4
+num_iterations: 1
+max_steps: 1
+max_completion_length: 16
+block_length: 16
+diffusion_steps: 4
+eval_strategy: steps
+eval_steps: 1
+logging_steps: 1
+save_strategy: "no"
+disable_tqdm: true
+"""
+
+
+@pytest.mark.parametrize("task", ["sudoku", "countdown"])
+def test_a_training_run_on_an_adapted_task_scores_with_its_reward(task, tmp_path, micro_model_dir):
+    """Adapter → chat prompts → rollouts → the task's reward → logged reward and held-out accuracy."""
+    from unigrpo.cli import main
+
+    dataset = "sudoku"  # generated, no file needed
+    if task == "countdown":
+        folder = tmp_path / "countdown"
+        folder.mkdir()
+        rows = [{"target": a + b + c, "nums": [a, b, c]} for a, b, c in [(1, 2, 3), (4, 5, 6), (7, 8, 9), (2, 2, 5)]]
+        write_jsonl(folder / "train.jsonl", rows * 2)
+        write_jsonl(folder / "test.jsonl", rows)
+        dataset = str(folder)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TASK_RECIPE.format(model=micro_model_dir, dataset=dataset, adapter=task, reward=task,
+                                         out=tmp_path / "out"))
+    assert main(["train", "--config", str(recipe)]) == 0
+    history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
+    rewards = [e[f"rewards/{task}/mean"] for e in history if f"rewards/{task}/mean" in e]
+    accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
+    assert rewards and 0.0 <= rewards[0] <= 1.0  # a random model: scored, not solved
+    assert accuracies and accuracies[0] == 0.0
