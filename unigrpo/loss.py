@@ -45,6 +45,9 @@ def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon
 
 
 # ---- normalisations: per-token losses (R, L) with score mask → scalar. One signature for all entries. ----
+# Under data parallelism (and accumulation) each micro-batch is normalised alone and the gradients are averaged:
+# grpo and dr_grpo (micro-batches of equal size) then equal the whole-batch loss, bnpo is a mean of micro-batch
+# token means (as in TRL), and dapo divides by the whole step's token count (``global_tokens``).
 def _per_answer_sums(values, score_mask, answer_index, num_answers):
     mask = score_mask.float()
     sums = values.new_zeros(num_answers).index_add(0, answer_index, (values * mask).sum(-1))
@@ -70,10 +73,12 @@ def dr_grpo_normalise(values, score_mask, answer_index, num_answers, max_len, gl
 
 
 def dapo_normalise(values, score_mask, answer_index, num_answers, max_len, global_tokens=None):
-    """``dapo``: sum over masked tokens / ``global_tokens``, the masked-token count of the whole batch.
+    """``dapo``: sum over masked tokens / ``global_tokens`` (DAPO's token-level mean over the whole batch).
 
-    Without ``global_tokens`` the count is the micro-batch's, which equals ``bnpo`` on one process; the
-    trainer does not yet pass a count gathered over accumulation steps and ranks (see issue #10).
+    The trainer passes the masked-token count T of the whole optimizer step (every accumulation step and process)
+    divided by its number of micro-batches W: after the Trainer's division by the accumulation steps and DDP's
+    mean over processes, the step's gradient is that of Σ ℓ / T, whatever the split. Without ``global_tokens`` the
+    count is the micro-batch's own (= ``bnpo``).
     """
     mask = score_mask.float()
     denominator = mask.sum() if global_tokens is None else torch.as_tensor(global_tokens, dtype=mask.dtype)

@@ -33,7 +33,7 @@ from rollouts import make_engine
 from .advantages import group_advantages
 from .config import UniGRPOConfig
 from .data_parallel import (
-    check_launch,
+    check_parameter_sharding,
     gather_objects,
     gather_tensor,
     local_share,
@@ -267,8 +267,9 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
+        check_parameter_sharding(self.accelerator)
         if self.ref_model is not None:
-            self.ref_model.to(self.args.device)
+            self.ref_model.to(self.args.device)  # a frozen copy: never wrapped for data parallelism
         self.engine = make_engine(args.rollout_backend, self.unwrapped_model, processing_class, self.mask_token_id,
                                   **ray_engine_options(args))
         if self.image_tokenizer is not None:
@@ -282,7 +283,7 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
             self.add_callback(ImageGridCallback(self.generate_eval_images, grid_rows))
         self.resume_state = ResumeStateCallback(self)
         self.add_callback(self.resume_state)
-        self.add_callback(GracefulStopCallback())
+        self.add_callback(GracefulStopCallback(self.accelerator))
         self.add_callback(CloseEngineCallback(self.engine))  # the grid callback still draws at train end
         self.add_callback(CompleteCheckpointCallback())  # last: after every other file of a checkpoint
         self._metrics: dict[str, list[float]] = defaultdict(list)
