@@ -48,7 +48,8 @@ def test_real_model_recipe_names_each_missing_path(capsys):
     assert main(["check", "--config", str(RECIPES / "mmada-8b-t2i.yaml")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split(": ")[1] for line in lines] == ["model_name_or_path", "image_tokenizer", "dataset_name"]
-    assert "/ckpt/mmada-8b-mixcot" in lines[0] and "/data/t2i_prompts.jsonl" in lines[2]
+    assert "Gen-Verse/MMaDA-8B-MixCoT" in lines[0] and "showlab/magvitv2" in lines[1]
+    assert "/data/t2i_prompts.jsonl" in lines[2]
 
 
 def test_a_good_recipe_has_no_problems_and_yaml_strings_are_read_as_argparse_would(tmp_path):
