@@ -169,3 +169,42 @@ def test_a_training_run_on_an_adapted_task_scores_with_its_reward(task, tmp_path
     accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
     assert rewards and 0.0 <= rewards[0] <= 1.0  # a random model: scored, not solved
     assert accuracies and accuracies[0] == 0.0
+
+
+def test_adapter_names_and_hub_ids_load_the_published_source(monkeypatch):
+    """By name or hub id, an adapter asks the hub for its own (id, config, split); no network: the call is recorded."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list([{"question": "2+2?", "answer": "#### 4"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    for name in ("gsm8k", "openai/gsm8k"):
+        assert load_prompt_dataset(name, "test")["answer"] == ["4"]
+    assert calls == [("openai/gsm8k", "main", "test")] * 2
+    calls.clear()
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None, **kw: (
+        calls.append((path, name, split)) or datasets.Dataset.from_list([{"target": 6, "nums": [1, 2, 3]}])))
+    load_prompt_dataset("countdown", "train")
+    load_prompt_dataset("countdown", "test")
+    load_prompt_dataset("someone/countdown-mirror", "train", adapter="countdown")  # another hub copy, same schema
+    assert calls == [("Jiayi-Pan/Countdown-Tasks-3to4", None, "train[:-500]"),
+                     ("Jiayi-Pan/Countdown-Tasks-3to4", None, "train[-500:]"),
+                     ("someone/countdown-mirror", None, "train")]
+
+
+def test_eval_file_is_read_in_the_schema_of_the_recipes_data_set(tmp_path, capsys):
+    """`unigrpo eval --eval-file` on a recipe whose data set is an adapter: the file is adapted the same way."""
+    from unigrpo.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: tiny-arith-sft\ndataset_name: gsm8k\nprompt_format: plain\n"
+                      "reward_funcs: [math_correctness]\nmax_completion_length: 6\nblock_length: 6\n"
+                      "diffusion_steps: 6\noutput_dir: " + str(tmp_path / "o") + "\n")
+    path = write_jsonl(tmp_path / "g.jsonl", [{"question": "12+34=", "answer": "#### 46"}] * 3)
+    assert main(["eval", "--config", str(recipe), "--model", "tiny-arith-sft", "--eval-file", path, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 3 and "rewards/math_correctness/mean" in result

@@ -215,7 +215,13 @@ def cmd_eval(argv) -> int:
     required = ["prompt", *dict.fromkeys(c for f in funcs for c in getattr(f, "required_columns", ()))]
     dataset_name = args.eval_file or run_args.dataset_name
     split = args.split or run_args.dataset_test_split or "test"
-    dataset = load_prompt_dataset(dataset_name, split, args.limit, required=required, **dataset_options(run_args))
+    options = dataset_options(run_args)
+    if args.eval_file and options["adapter"] is None:  # a file in the schema of the recipe's data set
+        from .data.adapters import adapter_for
+
+        recipe_adapter = adapter_for(run_args.dataset_name)
+        options["adapter"] = recipe_adapter.name if recipe_adapter else None
+    dataset = load_prompt_dataset(dataset_name, split, args.limit, required=required, **options)
     temperature = args.temperature if args.temperature is not None else (
         config.eval_temperature if args.samples == 1 else config.temperature)
     if args.samples > 1 and temperature == 0:
