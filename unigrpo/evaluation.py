@@ -85,7 +85,7 @@ def evaluate_accuracy(
     lengths = torch.cat([(ids != eos).sum(dim=1) for ids in text]).float() if eos is not None and text else None
     back = torch.tensor(order).argsort().tolist()  # position in task order of each original row
     results = {
-        "accuracy": correct.float().mean().item() if len(rows) else math.nan,
+        "accuracy": int(correct.sum()) / correct.numel() if len(rows) else math.nan,  # exact, as pass@1
         "n": len(rows),
         "samples_per_prompt": n,
         "reward": combine_rewards(per_func, weights).mean().item(),
