@@ -145,7 +145,8 @@ class GracefulStopCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stop_requested():
-            print(f"unigrpo: signal {self.signal} received: checkpoint at step {state.global_step}, then stop",
+            received = f"signal {self.signal}" if self.signal is not None else "a signal on another process"
+            print(f"unigrpo: {received} received: checkpoint at step {state.global_step}, then stop",
                   flush=True)
             control.should_save = True
             control.should_training_stop = True
