@@ -232,3 +232,28 @@ def test_init_tiny_writes_auto_loadable_folder(tmp_path):
     path = init_tiny(tmp_path / "t", preset="micro")
     assert type(AutoModel.from_pretrained(path)).__name__ == "LLaDAModelLM"
     assert AutoTokenizer.from_pretrained(path).mask_token == "<|mdm_mask|>"
+
+
+def test_hub_ids_resolve_through_the_hub_cache_without_the_repos_code(monkeypatch, micro_model_dir):
+    """``org/name`` → ``snapshot_download`` (weights, configs, tokenizer; no ``*.py``); offline → one clear error."""
+    import huggingface_hub
+
+    from unigrpo.models import load_model, resolve_model_path
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kwargs):
+        calls.append((repo_id, tuple(allow_patterns)))
+        if repo_id == "GSAI-ML/LLaDA-8B-Instruct":
+            return str(micro_model_dir)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("no cached snapshot and offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert resolve_model_path("GSAI-ML/LLaDA-8B-Instruct") == micro_model_dir
+    assert load_model("GSAI-ML/LLaDA-8B-Instruct").config.model_type == "llada"
+    repo, patterns = calls[0]
+    assert "*.safetensors" in patterns and "*.json" in patterns and not any(p.endswith(".py") for p in patterns)
+    with pytest.raises(FileNotFoundError, match="'someone/missing' is not a folder here and could not be fetched"):
+        resolve_model_path("someone/missing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model_path("./not/a/hub/id")

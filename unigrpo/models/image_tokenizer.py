@@ -133,7 +133,7 @@ def resolve_image_tokenizer_path(name_or_path: str | Path) -> Path:
     from .loading import hub_snapshot, is_hub_id
 
     if is_hub_id(str(name_or_path)):  # e.g. showlab/magvitv2
-        return hub_snapshot(str(name_or_path), "image tokenizer")
+        return hub_snapshot(str(name_or_path), "image tokenizer", ("*.bin",))  # may ship pytorch_model.bin only
     raise FileNotFoundError(f"image tokenizer {str(name_or_path)!r} is neither a folder, a shipped one nor a hub id")
 
 

@@ -124,13 +124,13 @@ def is_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
 
 
-def hub_snapshot(repo_id: str, what: str) -> Path:
+def hub_snapshot(repo_id: str, what: str, extra_files: tuple[str, ...] = ()) -> Path:
     """The local folder of a hub repository (downloaded once into the hub cache; only the cache when offline).
     The repository's own Python code is not downloaded: the project's classes load the weights."""
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=[*HUB_FILES, *extra_files]))
     except Exception as error:  # offline without a cached copy, unknown or gated repository
         raise FileNotFoundError(
             f"{what} {repo_id!r} is not a folder here and could not be fetched from the hub: "
