@@ -115,6 +115,9 @@ def test_bad_input_is_one_clear_error(tmp_path, monkeypatch):
         load_prompt_dataset("geoqa", "test")
     with pytest.raises(FileNotFoundError, match="neither a built-in"):
         load_prompt_dataset(str(tmp_path / "missing.jsonl"), adapter="gsm8k")
+    bad_row = write_jsonl(tmp_path / "c.jsonl", [{"target": 6, "nums": [1, 2, 3]}, {"target": "six", "nums": [1]}])
+    with pytest.raises(ValueError, match="row 1 cannot be read by the 'countdown' adapter.*'six'"):
+        load_prompt_dataset(bad_row, adapter="countdown")
 
 
 def test_every_adapter_declares_what_its_rows_have():

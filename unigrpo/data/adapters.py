@@ -210,11 +210,17 @@ def adapt(dataset, adapter: Adapter, thinking: bool = False, prompt_format: str 
         raise ValueError(f"prompt_format {prompt_format!r}; valid: {list(PROMPT_FORMATS)}")
     check_source_columns(adapter, dataset.column_names, name)
 
-    def row(source: dict) -> dict:
-        return {"prompt": make_prompt(adapter.question(source), thinking, prompt_format), **adapter.columns(source)}
+    def row(source: dict, index: int) -> dict:
+        try:
+            return {"prompt": make_prompt(adapter.question(source), thinking, prompt_format),
+                    **adapter.columns(source)}
+        except (KeyError, TypeError, ValueError) as error:  # a blank cell, a non-number target, …
+            shown = {k: v for k, v in source.items() if k != "image"}
+            raise ValueError(f"dataset {name!r} row {index} cannot be read by the {adapter.name!r} adapter "
+                             f"({type(error).__name__}: {error}): {str(shown)[:200]}") from None
 
     keep = {"image"} & set(adapter.produces)  # images stay as the dataset stores them (decoded on access)
-    return dataset.map(row, remove_columns=[c for c in dataset.column_names if c not in keep])
+    return dataset.map(row, with_indices=True, remove_columns=[c for c in dataset.column_names if c not in keep])
 
 
 def load_hub_split(adapter: Adapter, split: str, hub_id: str | None = None):
