@@ -123,6 +123,26 @@ def test_bnpo_is_a_mean_of_micro_batch_token_means():
     assert torch.isclose(sum(halves) / 2, torch.tensor(2.0))  # (1 + 3) / 2, while the token mean is 1.4
 
 
+def test_trainer_gives_dapo_the_whole_steps_token_count(micro_model_dir, tmp_path):
+    """Accumulation 2 in one process: each slot's normaliser is the masked tokens of both slots' views / 2."""
+    from unigrpo import UniGRPOConfig, UniGRPOTrainer
+    from unigrpo.models import load_model, load_tokenizer
+
+    config = UniGRPOConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=8,
+                           gradient_accumulation_steps=2, num_iterations=2, max_completion_length=4, block_length=4,
+                           diffusion_steps=4, loss_type="dapo", report_to="none")
+    dataset = Dataset.from_list([{"prompt": f"q{i:02d}=", "answer": str(i)} for i in range(8)])
+    trainer = UniGRPOTrainer(load_model(micro_model_dir), [count_target_reward], config, dataset,
+                             processing_class=load_tokenizer(micro_model_dir))
+    rows = [dataset[i] for i in range(4)]
+    slots = trainer.make_window_rollouts([rows[:2], rows[2:]], cycle=0)
+    step_tokens = slots[0].masked_tokens() + slots[1].masked_tokens()  # (μ,)
+    assert step_tokens.shape == (2,) and not torch.equal(slots[0].masked_tokens(), slots[1].masked_tokens())
+    for rollouts in slots:
+        assert torch.equal(rollouts.tokens_per_micro_batch, step_tokens / 2)
+        assert rollouts.inputs_for_step(1)["global_tokens"] == step_tokens[1] / 2
+
+
 # ---------------------------------------------------------------- real processes
 def free_port() -> int:
     with socket.socket() as s:
@@ -143,6 +163,8 @@ def accelerate_launch(processes: int, args: list[str], timeout: int = 240) -> su
                str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", str(processes),
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), *args]
     result = subprocess.run(command, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=timeout)
+    if result.returncode:
+        Path(os.environ.get("UNIGRPO_DP_FAILURE_LOG", "/tmp/unigrpo_dp_failure.log")).write_text(result.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -190,59 +212,86 @@ def test_two_processes_run_the_cli_and_match_one_process(tmp_path):
                       keys=("loss", "grad_norm", "reward", "frac_reward_zero_std", "mask_ratio", "clip_ratio/region_mean"))
 
 
-# ---------------------------------------------------------------- every loss type, and the reference model
+# ---------------------------------------------------------------- every loss type, the reference, LoRA, mixed tasks
 WORKER_CASES = [dict(loss_type=t) for t in ("grpo", "bnpo", "dr_grpo", "dapo")] + [
-    dict(loss_type="dapo", beta=0.1, scale_rewards="batch")]  # a frozen reference copy next to DDP; global std
+    dict(loss_type="dapo", beta=0.1, scale_rewards="batch"),  # a frozen reference copy beside DDP; global std
+    dict(beta=0.1, peft=True),  # LoRA: the reference is the unwrapped policy with adapters disabled
+    dict(beta=0.05, mixed=True),  # t2t + mmu + t2i in a micro-batch: several DDP forwards before one backward
+]
 
 
 def count_target_reward(prompts, completions, completion_ids, **kwargs):
     return [sum(ch == "7" for ch in c) / 4 for c in completions]
 
 
-def run_cases(model_dir: str, output_dir: str, accumulation: int) -> list[list[dict]]:
-    """Two optimizer steps (one μ = 2 cycle) per case on the micro model; each case's logged steps."""
+def case_trainer(case: dict, model_dir: str, mmada_dir: str, output_dir: str, accumulation: int):
+    """A trainer for one case: 2 optimizer steps (one μ = 2 cycle), 4 prompts × G 4 per process and slot."""
     from unigrpo import UniGRPOConfig, UniGRPOTrainer
-    from unigrpo.models import load_model, load_tokenizer
+    from unigrpo.models import LORA_TARGET_MODULES, load_model, load_tokenizer
 
+    case = dict(case)
+    peft, mixed = case.pop("peft", False), case.pop("mixed", False)
+    config = UniGRPOConfig(
+        output_dir=output_dir, num_generations=4, per_device_train_batch_size=16 if mixed else 8,
+        gradient_accumulation_steps=accumulation, num_iterations=2, max_completion_length=4, block_length=4,
+        diffusion_steps=4, image_steps=4, learning_rate=1e-2, max_steps=2, logging_steps=1, seed=0,
+        save_strategy="no", report_to="none", disable_tqdm=True, **case)
+    torch.manual_seed(0)  # LoRA's initial A matrices
+    if mixed:
+        from image_helpers import PatchColourTokenizer
+        from test_tasks import mixed_dataset, redness, target_text
+
+        return UniGRPOTrainer(load_model(mmada_dir), [target_text, redness], config, mixed_dataset(8),
+                              processing_class=load_tokenizer(mmada_dir), image_tokenizer=PatchColourTokenizer())
+    peft_config = None
+    if peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES)
     dataset = Dataset.from_list([{"prompt": f"q{i:02d}=", "answer": str(i)} for i in range(32)])
+    return UniGRPOTrainer(load_model(model_dir), [count_target_reward], config, dataset,
+                          processing_class=load_tokenizer(model_dir), peft_config=peft_config)
+
+
+def run_cases(model_dir: str, mmada_dir: str, output_dir: str, accumulation: int) -> list[list[dict]]:
     logs = []
     for k, case in enumerate(WORKER_CASES):
-        config = UniGRPOConfig(
-            output_dir=f"{output_dir}/{k}", num_generations=4, per_device_train_batch_size=8,
-            gradient_accumulation_steps=accumulation, num_iterations=2, max_completion_length=4, block_length=4,
-            diffusion_steps=4, learning_rate=1e-2, max_steps=2, logging_steps=1, seed=0, save_strategy="no",
-            report_to="none", disable_tqdm=True, **case)
-        trainer = UniGRPOTrainer(load_model(model_dir), [count_target_reward], config, dataset,
-                                 processing_class=load_tokenizer(model_dir))
+        trainer = case_trainer(case, model_dir, mmada_dir, f"{output_dir}/{k}", accumulation)
         trainer.train()
         logs.append([e for e in trainer.state.log_history if "loss" in e])
     return logs
 
 
-def worker(model_dir: str, output: str) -> None:
+def worker(model_dir: str, mmada_dir: str, output: str) -> None:
     """Run under a launcher with 2 processes: accumulation 1 each; the main process writes the logs."""
     from accelerate import PartialState
 
-    logs = run_cases(model_dir, str(Path(output).parent / "work"), accumulation=1)
+    logs = run_cases(model_dir, mmada_dir, str(Path(output).parent / "work"), accumulation=1)
     if PartialState().is_main_process:
         Path(output).write_text(json.dumps(logs))
 
 
-def test_every_loss_type_matches_one_process_with_accumulation(micro_model_dir, tmp_path):
-    """grpo / bnpo / dr_grpo / dapo (and dapo with β > 0, a frozen reference, and the batch std): 2 processes ×
-    accumulation 1 log the same losses, gradient norms and rewards as 1 process × accumulation 2."""
+def test_every_loss_type_lora_and_mixed_tasks_match_one_process(micro_model_dir, tmp_path):
+    """grpo / bnpo / dr_grpo / dapo, dapo with β > 0 (frozen reference) and the batch std, LoRA with β > 0, and a
+    mixed-task batch: 2 processes × accumulation 1 log the same losses, gradient norms, rewards and KL as
+    1 process × accumulation 2."""
+    from unigrpo.models import init_tiny
+
+    mmada_dir = init_tiny(tmp_path / "mmada", preset="micro", mmada=True, codebook_size=8, num_vq_tokens=4)
     output = tmp_path / "two.json"
-    accelerate_launch(2, [str(Path(__file__)), "worker", str(micro_model_dir), str(output)])
+    accelerate_launch(2, [str(Path(__file__)), "worker", str(micro_model_dir), str(mmada_dir), str(output)])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each launched process: same kernels, same float results
     try:
-        reference = run_cases(str(micro_model_dir), str(tmp_path / "one"), accumulation=2)
+        reference = run_cases(str(micro_model_dir), str(mmada_dir), str(tmp_path / "one"), accumulation=2)
     finally:
         torch.set_num_threads(threads)
     for case, ours, ref in zip(WORKER_CASES, json.loads(output.read_text()), reference):
         keys = ("loss", "grad_norm", "reward") + (("kl",) if case.get("beta") else ())
+        keys += ("tasks/t2i/reward",) if case.get("mixed") else ()
         assert_same_steps(ours, ref, keys)
+        assert "kl" not in keys or ours[1]["kl"] > 0  # the reference really differs from θ after a step
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
-    worker(*sys.argv[2:4])
+    worker(*sys.argv[2:5])
