@@ -16,9 +16,14 @@ import pytest
 import torch
 from datasets import Dataset
 
-from unigrpo.data_parallel import check_group_sharding, rollout_seed, window_indices, window_micro_batch
+from unigrpo.data_parallel import (
+    RepeatedBatchSampler,
+    check_group_sharding,
+    rollout_seed,
+    window_indices,
+    window_micro_batch,
+)
 from unigrpo.loss import LOSS_TYPES
-from unigrpo.trainer import RepeatedBatchSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5  # relative: the all-reduce adds the micro-batches' gradients in another order than accumulation
@@ -163,9 +168,9 @@ def accelerate_launch(processes: int, args: list[str], timeout: int = 240) -> su
                str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", str(processes),
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), *args]
     result = subprocess.run(command, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=timeout)
-    if result.returncode:
-        Path(os.environ.get("UNIGRPO_DP_FAILURE_LOG", "/tmp/unigrpo_dp_failure.log")).write_text(result.stderr)
-    assert result.returncode == 0, result.stderr[-3000:]
+    causes = [line for line in result.stderr.splitlines()
+              if any(word in line for word in ("Error", "error:", "what()", "terminate", "Signal"))]
+    assert result.returncode == 0, "\n".join(causes[:20]) + "\n...\n" + result.stderr[-2000:]
     return result
 
 

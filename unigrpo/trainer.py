@@ -17,7 +17,6 @@ module, so the math is tested without this class.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from collections import defaultdict
@@ -25,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from rollouts import make_engine
@@ -33,73 +32,30 @@ from rollouts import make_engine
 from .advantages import group_advantages
 from .config import UniGRPOConfig
 from .data_parallel import (
+    RepeatedBatchSampler,
     check_parameter_sharding,
-    gather_objects,
     gather_tensor,
     local_share,
-    mean_over_processes,
-    merge_sums,
     rollout_seed,
     sum_over_processes,
-    window_indices,
     window_micro_batch,
 )
 from .evaluation import GenerationEvalMixin
-from .likelihood import NoisedView, answer_token_logps, get_estimator, sequence_logp
+from .image_grid import ImageGridCallback
+from .likelihood import NoisedView, answer_token_logps, get_estimator
 from .loss import get_loss_normaliser, per_token_loss
 from .masking import get_mask_schedule
 from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
-from .image_grid import ImageGridCallback
 from .plotting import TrainingCurvesCallback
 from .prompts import check_prompt_lengths
 from .resume import CompleteCheckpointCallback, GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRollout, TaskRunner, check_tasks, row_task
-
+from .training_logs import TrainingLogsMixin
 
 GRID_CAPTIONS = 16  # held-out t2i captions drawn before / after training in image_grid.png
-
-
-class RepeatedBatchSampler(Sampler):
-    """Shuffled prompt windows (``unigrpo.data_parallel``); each window is yielded ``accumulation × repeats`` (= μ)
-    times in a row, as this process's prompts of all its accumulation slots.
-
-    So the μ optimizer steps of one rollout batch see exactly the same prompts, every process draws the same order
-    and keeps its own micro-batches of each window, and the trainer can roll out all its slots at the window's
-    first micro-step (dapo's token count and the batch std then span the whole optimizer step).
-    """
-
-    def __init__(self, num_rows: int, batch_size: int, accumulation: int, repeats: int, seed: int,
-                 num_processes: int = 1, rank: int = 0):
-        self.num_rows, self.batch_size, self.accumulation, self.repeats, self.seed = (
-            num_rows, batch_size, accumulation, repeats, seed
-        )
-        self.num_processes, self.rank = num_processes, rank
-        self.epoch = 0
-        window = batch_size * accumulation * num_processes
-        self.num_groups = num_rows // window
-        if self.num_groups == 0:
-            raise ValueError(
-                f"the train dataset has {num_rows} prompts, fewer than one optimizer step needs "
-                f"({batch_size} prompts × {accumulation} accumulation steps × {num_processes} processes)"
-            )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_groups * self.accumulation * self.repeats
-
-    def __iter__(self):
-        order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        window = self.batch_size * self.accumulation * self.num_processes
-        for g in range(self.num_groups):
-            mine = window_indices(order[g * window : (g + 1) * window].tolist(), self.batch_size, self.accumulation,
-                                  self.num_processes, self.rank)
-            for _ in range(self.accumulation * self.repeats):
-                yield mine
 
 
 def by_task(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -190,7 +146,7 @@ class CloseEngineCallback(TrainerCallback):
         self.engine.close()
 
 
-class UniGRPOTrainer(GenerationEvalMixin, Trainer):
+class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
     """UniGRPO for masked-diffusion LMs, with TRL's constructor and dataset conventions.
 
     Args:
@@ -518,93 +474,3 @@ class UniGRPOTrainer(GenerationEvalMixin, Trainer):
         )
         self.log_loss_metrics(logps, old_logps, kl, advantages, view)
         return token_loss, view.score_mask, answer_index
-
-    # ------------------------------------------------------------------ metrics and logs
-    def log_rollout_metrics(self, batches: list[ScoredBatch], rewards: torch.Tensor, zero_std: torch.Tensor) -> None:
-        """Reward metrics of the whole optimizer step: ``rewards`` and ``zero_std`` come gathered over processes;
-        the per-function scores, skipped counts, answer lengths and per-task rewards are gathered here."""
-        m, accelerator, G = self._metrics, self.accelerator, self.args.num_generations
-        per_func = gather_tensor(accelerator, torch.cat([b.per_func for b in batches]))  # (P·GA·N, F)
-        skipped = sum_over_processes(accelerator, torch.tensor([float(sum(s)) for s in zip(*(b.skipped for b in batches))]))
-        m["reward"].append(rewards.mean().item())
-        m["reward_std"].append(rewards.view(-1, G).std(dim=1).mean().item())
-        for i, name in enumerate(self.reward_names):
-            column = per_func[:, i]
-            m[f"rewards/{name}/mean"].append(torch.nanmean(column).item())
-            m[f"rewards/{name}/std"].append(column[~column.isnan()].std().item() if column.isfinite().sum() > 1 else 0.0)
-            if self.args.reward_errors == "skip":  # per micro-batch, as with one process
-                m[f"rewards/{name}/skipped"].append(skipped[i].item() / (len(batches) * accelerator.num_processes))
-        m["frac_reward_zero_std"].append(zero_std.float().mean().item())
-        sums = merge_sums(accelerator, self.length_and_task_sums(batches))
-        tasks = [key for key in sums if key.startswith("tasks/")]
-        for key, (total, count) in sums.items():
-            if key.startswith("completions/") or len(tasks) > 1:  # per-task rewards of a mixed-task batch
-                m[key].append(total / count)
-
-    def length_and_task_sums(self, batches: list[ScoredBatch]) -> dict[str, tuple[float, float]]:
-        """(sum, count) on this process of text answer lengths (before the first EOS) and of each task's rewards."""
-        sums: dict[str, tuple[float, float]] = {}
-
-        def add(key, values):
-            total, count = sums.get(key, (0.0, 0.0))
-            sums[key] = (total + values.sum().item(), count + values.numel())
-
-        for b in batches:
-            offset = 0
-            for g in b.groups:
-                if g.task != "t2i":
-                    content = g.eligible.sum(dim=1).float() - float(self.args.eos_in_loss > 0)
-                    add("completions/mean_length", content.clamp(min=0))
-                add(f"tasks/{g.task}/reward", b.rewards[offset : offset + g.size])
-                offset += g.size
-        return sums
-
-    def log_loss_metrics(self, logps, old_logps, kl, advantages, view) -> None:
-        m, args = self._metrics, self.args
-        mask = view.score_mask.float()
-        masked_mean = lambda x: ((x * mask).sum() / mask.sum().clamp(min=1)).item()  # noqa: E731
-        ratio = torch.exp(logps.detach() - old_logps)
-        low = (ratio < 1 - args.epsilon) & (advantages < 0)
-        high = (ratio > 1 + args.epsilon_high) & (advantages > 0)
-        m["clip_ratio/low_mean"].append(masked_mean(low.float()))
-        m["clip_ratio/high_mean"].append(masked_mean(high.float()))
-        m["clip_ratio/region_mean"].append(masked_mean((low | high).float()))
-        if kl is not None:
-            m["kl"].append(masked_mean(kl.detach()))
-        m["mask_ratio"].append(view.mask_ratio.float().mean().item())
-        m["logp/sequence_mean"].append(sequence_logp(logps.detach(), view.score_mask).mean().item())
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge the averaged rollout and loss metrics (averaged over processes too) into the Trainer's log line,
-        then clear them. Every process calls it at the same steps, as the Trainer's loss gather needs."""
-        if "loss" in logs:  # a training log, not an evaluation one
-            means = {k: sum(v) / len(v) for k, v in self._metrics.items() if v}
-            logs = {**logs, **mean_over_processes(self.accelerator, means)}
-            self._metrics.clear()
-        super().log(logs, start_time)
-
-    def write_completions(self, batches: list[ScoredBatch], advantages: list[torch.Tensor]) -> None:
-        """Append the optimizer step's table (every process's answers, gathered) to ``completions/step_<n>.jsonl``
-        from the main process (written now, never kept in memory)."""
-        rows = [row for b, a in zip(batches, advantages) for row in self.completion_rows(b, a)]
-        rows = [row for part in gather_objects(self.accelerator, rows) for row in part]
-        if not self.is_world_process_zero():
-            return
-        folder = os.path.join(self.args.output_dir, "completions")
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"step_{self.state.global_step:06d}.jsonl"), "a") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-
-    def completion_rows(self, batch: ScoredBatch, advantages: torch.Tensor) -> list[dict]:
-        """One JSON-ready row per answer: prompt, completion (an image as its size), rewards, advantage."""
-        G, rows = self.args.num_generations, []
-        completions = [c for g in batch.groups for c in g.completions]
-        for i, completion in enumerate(completions):
-            if not isinstance(completion, (str, list)):  # a t2i image
-                completion = f"<{type(completion).__name__} {getattr(completion, 'size', '')}>"
-            row = {"step": self.state.global_step, "prompt": batch.rows[i // G]["prompt"], "completion": completion,
-                   "reward": batch.rewards[i].item(), "advantage": advantages[i].item()}
-            row.update({f"rewards/{n}": (None if v != v else v)
-                        for n, v in zip(self.reward_names, batch.per_func[i].tolist())})
-            rows.append(row)
-        return rows
