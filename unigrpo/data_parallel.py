@@ -162,8 +162,11 @@ def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, flo
 
 
 def gather_tensor(accelerator, tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenation over processes in rank order (every process passes the same shape)."""
-    return tensor if accelerator.num_processes == 1 else accelerator.gather(tensor)
+    """Concatenation over processes in rank order (every process passes the same shape), on ``tensor``'s device.
+    (The collective runs on the accelerator's device: NCCL cannot move CPU tensors.)"""
+    if accelerator.num_processes == 1:
+        return tensor
+    return accelerator.gather(tensor.to(accelerator.device)).to(tensor.device)
 
 
 def local_share(accelerator, gathered: torch.Tensor, size: int) -> torch.Tensor:
@@ -173,7 +176,10 @@ def local_share(accelerator, gathered: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def sum_over_processes(accelerator, tensor: torch.Tensor) -> torch.Tensor:
-    return tensor if accelerator.num_processes == 1 else accelerator.reduce(tensor, reduction="sum")
+    """Element-wise sum over processes, on ``tensor``'s device."""
+    if accelerator.num_processes == 1:
+        return tensor
+    return accelerator.reduce(tensor.to(accelerator.device), reduction="sum").to(tensor.device)
 
 
 def wait_for_everyone(accelerator) -> None:
