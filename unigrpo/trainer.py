@@ -1,17 +1,18 @@
 """``UniGRPOTrainer``: UniGRPO (MMaDA §2.3, Algorithm 1) as a ``transformers.Trainer``.
 
-Outline of one batch of prompts (each line one call below):
-    rollout      G answers per prompt from the sampler                      → ``make_rollouts``
+Outline of one optimizer step's prompts (each line one call below):
+    rollout      G answers per prompt from the sampler                      → ``rollout_and_score``
     rewards      weighted sum of the reward functions                        → ``score_completions``
-    advantages   A_i within each group                                       → ``group_advantages``
+    advantages   A_i within each group (batch std over all processes)        → ``window_advantages``
     masks        μ noised views, one per inner step (Algorithm 1 schedule)   → ``draw_views``
     old / ref    no-grad log-probs of θ_old and the reference on each view   → ``view_logps``
     μ × step     policy log-probs, clipped surrogate + β·KL, backward, step  → ``compute_loss``
 
-The Trainer's loop drives the μ inner steps: the train sampler yields each group of ``gradient_accumulation_steps``
-micro-batches ``num_iterations`` times in a row, rollouts are made on a micro-batch's first appearance and reused
-(with the next view) on the following ones. Everything that happens to a tensor is a pure function of another
-module, so the math is tested without this class.
+The Trainer's loop drives the μ inner steps: the train sampler yields each window of ``gradient_accumulation_steps``
+micro-batches ``num_iterations`` times in a row; on the window's first micro-step the rollouts of all its
+micro-batches are made (``make_window_rollouts``), then reused with the next view on the following inner steps.
+With several processes each holds its own micro-batches of the window (``unigrpo.data_parallel``). Everything that
+happens to a tensor is a pure function of another module, so the math is tested without this class.
 """
 
 from __future__ import annotations
