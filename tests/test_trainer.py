@@ -205,3 +205,20 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(micro_model_dir, tmp_
         UniGRPOTrainer(model=load_model(micro_model_dir), reward_funcs=[count_target_reward],
                        args=make_config(tmp_path), train_dataset=Dataset.from_list(rows),
                        processing_class=load_tokenizer(micro_model_dir))
+
+
+def test_each_epoch_draws_a_new_prompt_order(micro_model_dir, tmp_path):
+    """The Trainer's per-epoch ``set_epoch`` reaches the prompt sampler: epoch 2 is a new shuffle of the same
+    prompts, not a replay of epoch 1."""
+    seen = []
+
+    def recording_reward(prompts, completions, **kwargs):
+        seen.extend(prompts[::4])  # one entry per prompt (its G = 4 answers are consecutive)
+        return [0.0] * len(completions)
+
+    trainer = make_trainer(micro_model_dir, tmp_path, reward=recording_reward, num_iterations=1,
+                           per_device_train_batch_size=32, max_steps=8)  # 8 prompts a step, 4 steps an epoch
+    trainer.train()
+    first, second = seen[-64:-32], seen[-32:]  # (before them: the reward's pre-flight call on one sample)
+    assert len(seen) in (64, 65) and sorted(first) == sorted(second) == sorted(prompts_dataset()["prompt"])
+    assert first != second

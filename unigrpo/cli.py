@@ -121,7 +121,8 @@ def fit(trainer, kind: str) -> int:
                                                             trainer.args.output_dir))
     trainer.save_model(trainer.args.output_dir)
     trainer.save_state()
-    summarise(trainer, start, kind)
+    if trainer.is_world_process_zero():  # one summary under `accelerate launch`
+        summarise(trainer, start, kind)
     return 0
 
 

@@ -147,6 +147,14 @@ class CloseEngineCallback(TrainerCallback):
         self.engine.close()
 
 
+class EpochDataLoader(DataLoader):
+    """A ``DataLoader`` whose ``set_epoch`` (called by the ``Trainer`` at each epoch, resumed ones included) reaches
+    the batch sampler, so every epoch draws a new prompt order."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
 class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
     """UniGRPO for masked-diffusion LMs, with TRL's constructor and dataset conventions.
 
@@ -296,7 +304,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
             num_processes=self.accelerator.num_processes,
             rank=self.accelerator.process_index,
         )
-        return DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator)
+        return EpochDataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator)
 
     @contextmanager
     def timer(self, name: str):
