@@ -123,6 +123,9 @@ def fit(trainer, kind: str) -> int:
     trainer.save_state()
     if trainer.is_world_process_zero():  # one summary under `accelerate launch`
         summarise(trainer, start, kind)
+    if trainer.accelerator.num_processes > 1:  # leave the process group together, not at interpreter exit
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
     return 0
 
 
