@@ -190,10 +190,12 @@ def assert_same_steps(ours: list[dict], reference: list[dict], keys=("loss", "gr
 def test_two_processes_run_the_cli_and_match_one_process(tmp_path):
     """``accelerate launch --num_processes 2 -m unigrpo.cli train`` (the tiny demo recipe, 3 steps): one checkpoint
     set (per-process rollout shards inside the μ cycle), one curve plot, a global completions table; its logged
-    losses, gradient norms and rewards equal a 1-process run with accumulation 2 (the same global batch)."""
+    losses, gradient norms and rewards equal a 1-process run with accumulation 2 (the same global batch), and so
+    does its held-out evaluation, split over the processes."""
     common = ["-m", "unigrpo.cli", "train", "--config", "recipes/tiny-arith.yaml", "--max_steps", "3",
-              "--per_device_train_batch_size", "32", "--train_limit", "512", "--eval_strategy", "no",
-              "--eval_on_start", "false", "--load_best_model_at_end", "false", "--save_steps", "3",
+              "--per_device_train_batch_size", "32", "--train_limit", "512", "--eval_strategy", "steps",
+              "--eval_steps", "3", "--eval_limit", "64", "--eval_on_start", "false",
+              "--load_best_model_at_end", "false", "--save_steps", "3",
               "--logging_steps", "1", "--log_completions", "true", "--report_to", "none", "--disable_tqdm", "true"]
     two, one = tmp_path / "two", tmp_path / "one"
     accelerate_launch(2, common + ["--output_dir", str(two)])
@@ -213,6 +215,12 @@ def test_two_processes_run_the_cli_and_match_one_process(tmp_path):
     assert table == reference
 
     assert train_log(two)[0]["loss"] == pytest.approx(train_log(one)[0]["loss"], rel=TOLERANCE, abs=1e-7)
+    # held-out evaluation is split over the processes (32 rows each) and gathered: the 1-process figures
+    evals = [[e for e in json.loads((d / "trainer_state.json").read_text())["log_history"] if "eval_accuracy" in e]
+             for d in (two, one)]
+    assert evals[0][0]["eval_n"] == evals[1][0]["eval_n"] == 64
+    for key in ("eval_accuracy", "eval_reward", "eval_completions/mean_length"):
+        assert evals[0][0][key] == pytest.approx(evals[1][0][key]), key
     assert_same_steps(train_log(two), train_log(one),
                       keys=("loss", "grad_norm", "reward", "frac_reward_zero_std", "mask_ratio", "clip_ratio/region_mean"))
 
