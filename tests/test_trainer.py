@@ -207,6 +207,20 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(micro_model_dir, tmp_
                        processing_class=load_tokenizer(micro_model_dir))
 
 
+def test_a_too_long_prompt_is_found_before_the_weights_load(micro_model_dir, tmp_path, monkeypatch):
+    """Given a model folder, the context length comes from its config.json: an 8B load never precedes the error."""
+    import unigrpo.trainer
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the prompt lengths were checked")
+
+    monkeypatch.setattr(unigrpo.trainer, "load_model", no_loading)
+    rows = [{"prompt": "q1="}, {"prompt": "1" * 600}]
+    with pytest.raises(ValueError, match="train_dataset row 1: the prompt is 600 tokens"):
+        UniGRPOTrainer(model=str(micro_model_dir), reward_funcs=[count_target_reward], args=make_config(tmp_path),
+                       train_dataset=Dataset.from_list(rows))
+
+
 def test_each_epoch_draws_a_new_prompt_order(micro_model_dir, tmp_path):
     """The Trainer's per-epoch ``set_epoch`` reaches the prompt sampler: epoch 2 is a new shuffle of the same
     prompts, not a replay of epoch 1."""

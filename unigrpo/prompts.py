@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from trl import is_conversational, maybe_apply_chat_template
 
 
@@ -15,6 +18,20 @@ def completions_for_rewards(texts: list[str], example: dict) -> list:
     if example and is_conversational(example):
         return [[{"role": "assistant", "content": t}] for t in texts]
     return texts
+
+
+def model_context_length(model) -> int | None:
+    """``max_sequence_length`` of a model object, or of a model folder's ``config.json`` without loading weights
+    (a LoRA adapter folder: its base model's); None if it has none."""
+    if not isinstance(model, (str, os.PathLike)):
+        return getattr(model.config, "max_sequence_length", None)
+    from .models.loading import resolve_model_path
+
+    path = resolve_model_path(model)
+    if not (path / "config.json").is_file():  # an adapter folder
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return model_context_length(base) if base else None
+    return json.loads((path / "config.json").read_text()).get("max_sequence_length")
 
 
 def check_prompt_lengths(dataset, tokenizer, max_sequence_length: int | None, completion_length: int,

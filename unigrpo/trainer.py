@@ -50,7 +50,7 @@ from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
-from .prompts import check_prompt_lengths
+from .prompts import check_prompt_lengths, model_context_length
 from .resume import CompleteCheckpointCallback, GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRollout, TaskRunner, check_tasks, row_task
@@ -202,16 +202,16 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
                 check_tasks(dataset, image_tokenizer, name)
         preflight_rewards(self.reward_funcs, train_dataset)
 
-        if isinstance(model, (str, os.PathLike)):
-            processing_class = processing_class or load_tokenizer(model)
-            model = load_model(model)
-        if processing_class is None:
+        if processing_class is None and not isinstance(model, (str, os.PathLike)):
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
-        self.mask_token_id = resolve_mask_token_id(model, processing_class)
+        processing_class = processing_class or load_tokenizer(model)
+        context = model_context_length(model)  # from config.json when a path: checked before the weights load
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if dataset is not None:
-                check_prompt_lengths(dataset, processing_class, getattr(model.config, "max_sequence_length", None),
-                                     args.max_completion_length, name)
+                check_prompt_lengths(dataset, processing_class, context, args.max_completion_length, name)
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model)
+        self.mask_token_id = resolve_mask_token_id(model, processing_class)
         if peft_config is not None:
             model = apply_peft(model, peft_config)
         self.ref_model = None
