@@ -280,8 +280,11 @@ def worker(model_dir: str, mmada_dir: str, output: str) -> None:
     from accelerate import PartialState
 
     logs = run_cases(model_dir, mmada_dir, str(Path(output).parent / "work"), accumulation=1)
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         Path(output).write_text(json.dumps(logs))
+    state.wait_for_everyone()
+    state.destroy_process_group()  # leave together: gloo torn down at interpreter exit can abort a process
 
 
 def test_every_loss_type_lora_and_mixed_tasks_match_one_process(micro_model_dir, tmp_path):
