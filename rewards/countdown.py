@@ -15,7 +15,7 @@ import operator
 import re
 from fractions import Fraction
 
-from .extract import after_think, answer_tag, last_boxed
+from .extract import answer_region
 from .inputs import is_pil_image
 from .registry import completion_text, register_reward
 
@@ -29,11 +29,10 @@ _ALLOWED = re.compile(r"[0-9+\-*/×÷() .]+")
 def countdown_expression(text: str) -> str | None:
     """The candidate expression of a completion, with ``×``/``÷`` read as ``*``/``/`` and a trailing ``= target``
     dropped; None if there is none."""
-    for found in (answer_tag(text), last_boxed(text), after_think(text)):
-        if found is not None and found.strip():
-            expression = found.strip().split("=")[0].replace("×", "*").replace("÷", "/").strip()
-            return expression or None
-    return None
+    found = answer_region(text)
+    if found is None:
+        return None
+    return found.strip().split("=")[0].replace("×", "*").replace("÷", "/").strip() or None
 
 
 def _value(node) -> Fraction:

@@ -70,6 +70,15 @@ def after_think(text: str) -> str | None:
     return None if end == -1 else text[end + len("</think>") :]
 
 
+def answer_region(text: str) -> str | None:
+    """The region holding a final answer: the last ``<answer>…</answer>``, else the last ``\\boxed{…}``, else the
+    text after ``</think>``; None when none of them has non-blank content (the task rewards read it)."""
+    for found in (answer_tag(text), last_boxed(text), after_think(text)):
+        if found is not None and found.strip():
+            return found
+    return None
+
+
 def last_number(text: str) -> str | None:
     """The last number written in the text (``-12``, ``1,000``, ``3.5``, ``50%``), or None."""
     found = None

@@ -6,7 +6,7 @@ digits in reading order, the first 16 used, missing cells counted wrong. A fully
 
 from __future__ import annotations
 
-from .extract import after_think, answer_tag, last_boxed
+from .extract import answer_region
 from .inputs import is_pil_image
 from .registry import completion_text, register_reward
 
@@ -15,10 +15,8 @@ CELLS = 16
 
 def sudoku_grid(text: str) -> str | None:
     """The digits of the answer region (at most 16, in order), or None when there is no answer region."""
-    for found in (answer_tag(text), last_boxed(text), after_think(text)):
-        if found is not None and found.strip():
-            return "".join(ch for ch in found[: 64 * CELLS] if ch.isdigit())[:CELLS]
-    return None
+    found = answer_region(text)
+    return None if found is None else "".join(ch for ch in found[: 64 * CELLS] if ch.isdigit())[:CELLS]
 
 
 def sudoku_score(text: str, puzzle: str, solution: str) -> float:

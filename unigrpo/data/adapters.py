@@ -19,7 +19,7 @@ Prompts are chats (one user message, for the tokenizer's chat template) or plain
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rewards.extract import answer_tag, last_boxed
 
@@ -107,6 +107,18 @@ def sudoku_cells(grid) -> str:
     return str(grid).zfill(16) if isinstance(grid, int) else str(grid)
 
 
+def visual_qa_adapter(name: str, hub_id: str) -> Adapter:
+    """GeoQA / CLEVR style (R1-V's hub copies): an image, a question and an ``<answer>``-tagged solution → mmu rows."""
+    return Adapter(
+        name,
+        question=lambda r: first(r, "problem", "question", "prompt"),
+        columns=lambda r: {"answer": tagged_answer(first(r, "solution", "answer")), "task": "mmu"},
+        needs=("problem|question|prompt", "image", "solution|answer"),
+        produces=("image", "answer", "task"),
+        sources={"train": Source(hub_id, "train")},
+    )
+
+
 ADAPTERS: dict[str, Adapter] = {
     "gsm8k": Adapter(
         "gsm8k",
@@ -124,14 +136,6 @@ ADAPTERS: dict[str, Adapter] = {
         produces=("answer",),
         sources={"train": Source("DigitalLearningGmbH/MATH-lighteval", "train"),
                  "test": Source("HuggingFaceH4/MATH-500", "test")},
-    ),
-    "math500": Adapter(
-        "math500",
-        question=lambda r: first(r, "problem", "prompt") + BOXED_INSTRUCTION,
-        columns=lambda r: {"answer": math_answer(r)},
-        needs=("problem|prompt", "answer|solution"),
-        produces=("answer",),
-        sources={"test": Source("HuggingFaceH4/MATH-500", "test")},
     ),
     "countdown": Adapter(
         "countdown",
@@ -151,22 +155,8 @@ ADAPTERS: dict[str, Adapter] = {
         produces=("puzzle", "solution"),
         generate=make_sudoku_rows,
     ),
-    "geoqa": Adapter(
-        "geoqa",
-        question=lambda r: first(r, "problem", "question", "prompt"),
-        columns=lambda r: {"answer": tagged_answer(first(r, "solution", "answer")), "task": "mmu"},
-        needs=("problem|question|prompt", "image", "solution|answer"),
-        produces=("image", "answer", "task"),
-        sources={"train": Source("leonardPKU/GEOQA_R1V_Train_8K", "train")},
-    ),
-    "clevr": Adapter(
-        "clevr",
-        question=lambda r: first(r, "problem", "question", "prompt"),
-        columns=lambda r: {"answer": tagged_answer(first(r, "solution", "answer")), "task": "mmu"},
-        needs=("problem|question|prompt", "image", "solution|answer"),
-        produces=("image", "answer", "task"),
-        sources={"train": Source("leonardPKU/clevr_cogen_a_train", "train")},
-    ),
+    "geoqa": visual_qa_adapter("geoqa", "leonardPKU/GEOQA_R1V_Train_8K"),
+    "clevr": visual_qa_adapter("clevr", "leonardPKU/clevr_cogen_a_train"),
     "captions": Adapter(
         "captions",
         question=lambda r: str(first(r, "caption", "text", "prompt")),
@@ -175,6 +165,8 @@ ADAPTERS: dict[str, Adapter] = {
         produces=("task",),
     ),
 }
+ADAPTERS["math500"] = replace(ADAPTERS["math"], name="math500",
+                              sources={"test": Source("HuggingFaceH4/MATH-500", "test")})  # MATH's held-out half
 HUB_IDS = {source.hub_id: name for name, a in ADAPTERS.items() for source in a.sources.values()}
 
 
