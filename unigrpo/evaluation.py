@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from rollouts import LocalEngine
 
+from .data_parallel import gather_objects
 from .rewarding import combine_rewards, score_completions
 from .tasks import TASKS, TaskRunner, row_task
 
@@ -165,11 +166,9 @@ class GenerationEvalMixin:
             image_sampler_config=self.args.image_sampler_config(temperature=self.args.eval_temperature),
             image_tokenizer=getattr(self, "image_tokenizer", None),
         )
-        if accelerator.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            samples = EvalSamples.merge(gather_object([EvalSamples(samples.per_func, samples.correct,
-                                                                   samples.lengths, samples.n)]))
+        if accelerator.num_processes > 1:  # every process's scored answers (their completions stay local)
+            samples = EvalSamples.merge(gather_objects(accelerator, EvalSamples(samples.per_func, samples.correct,
+                                                                                samples.lengths, samples.n)))
         results = summarise_samples(samples, self.reward_names, getattr(self, "reward_weights", None))
         metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in results.items()}
         self.log(metrics)
