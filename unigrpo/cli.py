@@ -201,7 +201,10 @@ def cmd_eval(argv) -> int:
     parser.add_argument("--output", help="folder to write eval.json and eval.md")
     parser.add_argument("--json", action="store_true", help="print one JSON object per model instead of the table")
     args = parser.parse_args(argv)
-    ks = sorted({1, args.samples}) if args.k is None else sorted({int(k) for k in args.k.split(",")})
+    try:
+        ks = sorted({1, args.samples}) if args.k is None else sorted({int(k) for k in args.k.split(",")})
+    except ValueError:
+        raise ValueError(f"--k {args.k!r}: give whole numbers separated by commas, e.g. --k 1,4,8") from None
     if args.samples < 1 or any(not 1 <= k <= args.samples for k in ks):
         raise ValueError(f"--k {ks} must lie in 1..--samples ({args.samples})")
 
