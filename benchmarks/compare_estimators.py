@@ -1,4 +1,4 @@
-"""The likelihood estimators side by side on the tiny arithmetic task (DESIGN §3, issue #9).
+"""The likelihood estimators side by side on the tiny arithmetic task (docs/design.md §3, issue #9).
 
     .venv/bin/python benchmarks/compare_estimators.py [--seeds 0 1 2 --max_steps 300]
 

@@ -1,5 +1,5 @@
 """Rollout throughput: RayEngine (2 workers × 1 thread) vs LocalEngine (1 process × 2 threads), same total threads;
-weight-sync seconds and bytes, LoRA vs full; Ray start-up (DESIGN §7, issue #6).
+weight-sync seconds and bytes, LoRA vs full; Ray start-up (docs/design.md §7, issue #6).
 
     .venv/bin/python benchmarks/ray_rollouts.py [--prompts 64 --generations 8 --repeats 3]
 

@@ -1,4 +1,4 @@
-"""Kill-and-resume equivalence and memory over a long run (DESIGN §8, issue #8).
+"""Kill-and-resume equivalence and memory over a long run (docs/design.md §8, issue #8).
 
     .venv/bin/python benchmarks/resume.py [--steps 60 --save-steps 10 --rss-steps 200 --seed 0]
 

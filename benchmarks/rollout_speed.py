@@ -1,4 +1,4 @@
-"""Fast rollouts against the plain sampler, side by side on the same model and prompts (DESIGN §4, issue #7).
+"""Fast rollouts against the plain sampler, side by side on the same model and prompts (docs/design.md §4, issue #7).
 
     .venv/bin/python benchmarks/rollout_speed.py                  # CPU, ≈ 17 minutes: all three parts
     python benchmarks/rollout_speed.py --parts large --large llada-8b --device cuda   # GPU: 8B shape in bf16

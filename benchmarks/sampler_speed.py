@@ -1,4 +1,4 @@
-"""Text sampler speed on the tiny model: generated tokens per second of the plain LLaDA sampler (DESIGN §4).
+"""Text sampler speed on the tiny model: generated tokens per second of the plain LLaDA sampler (docs/design.md §4).
 
     python benchmarks/sampler_speed.py          # gen 64 and 128, block 32, steps = gen/2, temperature 0, batch 8
 

@@ -1,4 +1,4 @@
-"""Reward functions for UniGRPO and their registry (DESIGN §6). Importable without torch (and without sympy: the
+"""Reward functions for UniGRPO and their registry (docs/design.md §6). Importable without torch (and without sympy: the
 symbolic math check runs in a child process, see ``rewards.math_worker``).
 
 Built-in: ``math_correctness`` (2.0), ``think_format`` (0.5), ``boxed_format`` (0.5), ``countdown`` (1.0),

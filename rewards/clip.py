@@ -1,4 +1,4 @@
-"""``clip_score``: image–text agreement by CLIP (MMaDA §2.3 / DESIGN §3.7: ``mmu`` captions and ``t2i`` images add
+"""``clip_score``: image–text agreement by CLIP (MMaDA §2.3 / docs/design.md §3.7: ``mmu`` captions and ``t2i`` images add
 0.1·CLIP to the reward).
 
 The number is the CLIP score as papers report it (MMaDA: 29.4 → 32.5 for text-to-image): 100 × the cosine

@@ -1,5 +1,5 @@
 """``image_reward``: ImageReward (THUDM, v1.0) human-preference score of a generated image for its prompt (MMaDA
-§2.3 / DESIGN §3.7: text-to-image UniGRPO adds 0.1·ImageReward).
+§2.3 / docs/design.md §3.7: text-to-image UniGRPO adds 0.1·ImageReward).
 
 The ``image-reward`` package pins ``transformers<=4.55.4`` and cannot live beside TRL, so the model runs in a worker
 process (``rewards/image_reward_worker.py``) started from its own environment::

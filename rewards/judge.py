@@ -1,5 +1,5 @@
 """``judge``: an LLM/VLM-as-judge reward over an OpenAI-compatible chat endpoint — what ``vllm serve`` exposes
-(issue #4 item 6; DESIGN §6).
+(issue #4 item 6; docs/design.md §6).
 
 Per completion, the rubric template is filled with ``{prompt}``, ``{completion}``, ``{min_score}``,
 ``{max_score}`` and any dataset column (``{answer}``), sent as one user message to

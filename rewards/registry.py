@@ -1,4 +1,4 @@
-"""The reward registry and the one way rewards are called (DESIGN §6).
+"""The reward registry and the one way rewards are called (docs/design.md §6).
 
 A reward has TRL's signature: keyword arguments ``prompts``, ``completions`` (and ``completion_ids`` when known),
 the dataset's other columns as lists, and ``**kwargs``; it returns one float per completion, or ``None`` where it

@@ -115,7 +115,7 @@ class LocalEngine:
 
     def update_weights(self, model=None, version: int | None = None) -> int:
         """No-op apart from the version: the engine shares the policy's parameters (same arguments as
-        ``RayEngine.update_weights``, DESIGN §7). Returns the weights version."""
+        ``RayEngine.update_weights``, docs/design.md §7). Returns the weights version."""
         self.weights_version = self.weights_version + 1 if version is None else version
         return self.weights_version
 
@@ -124,7 +124,7 @@ class LocalEngine:
 
 
 def make_engine(backend: str, model, tokenizer, mask_token_id: int, **ray_options):
-    """The rollout engine named by ``rollout_backend`` (DESIGN §7): ``local`` (in-process, shares the policy's
+    """The rollout engine named by ``rollout_backend`` (docs/design.md §7): ``local`` (in-process, shares the policy's
     parameters) or ``ray`` (``RayEngine`` with ``ray_options``: num_workers, num_cpus_per_worker, …)."""
     if backend == "local":
         return LocalEngine(model, tokenizer, mask_token_id)

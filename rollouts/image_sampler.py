@@ -1,5 +1,5 @@
 """The MaskGIT-style image sampler of MMaDA's text-to-image generation (MaskGIT, Chang et al. 2022; MMaDA §2.2;
-DESIGN §4).
+docs/design.md §4).
 
 The answer is a grid of N image codes between ``<|soi|>`` and ``<|eoi|>``; all start masked. At step s of S:
 

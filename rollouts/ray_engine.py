@@ -1,4 +1,4 @@
-"""``RayEngine``: the ``LocalEngine`` interface over a pool of Ray actors (DESIGN §7).
+"""``RayEngine``: the ``LocalEngine`` interface over a pool of Ray actors (docs/design.md §7).
 
 Each ``RolloutWorker`` holds a copy of the policy and a ``LocalEngine``; the driver splits a batch by prompt (a
 prompt's G answers stay on one worker), derives one seed per worker from the step seed, and gathers the shares
@@ -131,7 +131,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 class RayEngine:
-    """``LocalEngine``'s interface over ``num_workers`` ``RolloutWorker`` actors (DESIGN §7).
+    """``LocalEngine``'s interface over ``num_workers`` ``RolloutWorker`` actors (docs/design.md §7).
 
     model: a model folder path (workers load it; ``tokenizer`` may then be None or a path) or a model object
     (pickled once into the object store). The engine's ``weights_version`` is what every worker must hold.

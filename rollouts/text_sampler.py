@@ -1,4 +1,4 @@
-"""The LLaDA / MMaDA semi-autoregressive text sampler (LLaDA §2.4 and its ``generate.py``; DESIGN §4).
+"""The LLaDA / MMaDA semi-autoregressive text sampler (LLaDA §2.4 and its ``generate.py``; docs/design.md §4).
 
 The answer canvas of L = ``gen_length`` positions starts fully masked and is cut into blocks of ``block_length``,
 generated left to right. ``steps`` are split evenly over the blocks; inside a block, the number of tokens committed
@@ -285,7 +285,7 @@ def forbid_token(logits: torch.Tensor, token_id: int) -> torch.Tensor:
 
 
 def truncate_after_eos(completion: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Everything after the first EOS becomes EOS: the answer canvas is right-padded with EOS (DESIGN §3.8)."""
+    """Everything after the first EOS becomes EOS: the answer canvas is right-padded with EOS (docs/design.md §3.8)."""
     after_eos = torch.cumsum((completion == eos_token_id).long(), dim=1) > 0  # (B, L)
     return completion.masked_fill(after_eos, eos_token_id)
 

@@ -1,4 +1,4 @@
-"""RayEngine (DESIGN §7): same answers as LocalEngine, order kept, weight sync, recovery, loopback-only Ray."""
+"""RayEngine (docs/design.md §7): same answers as LocalEngine, order kept, weight sync, recovery, loopback-only Ray."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""rollouts/text_sampler.py against DESIGN §4: golden values, invariants, and a slow plain reference loop."""
+"""rollouts/text_sampler.py against docs/design.md §4: golden values, invariants, and a slow plain reference loop."""
 
 import math
 

@@ -31,7 +31,7 @@ def _help(text: str) -> dict:
 
 @dataclass
 class SamplingArguments:
-    """Rollout sampler options (DESIGN §4), shared by the RL and SFT configs."""
+    """Rollout sampler options (docs/design.md §4), shared by the RL and SFT configs."""
 
     max_completion_length: int = field(default=64, metadata=_help("Answer canvas length L (the sampler's gen_length)."))
     block_length: int = field(default=32, metadata=_help("Semi-autoregressive block length; divides L."))
@@ -123,7 +123,7 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     log_completions: bool = field(
         default=False, metadata=_help("Write prompts, completions, rewards and advantages to completions/*.jsonl.")
     )
-    # ---- diffusion likelihood (DESIGN §3.2–3.8) ----
+    # ---- diffusion likelihood (docs/design.md §3.2–3.8) ----
     likelihood_estimator: str = field(default="unigrpo", metadata=_help(f"One of {sorted(ESTIMATORS)}."))
     p_mask_prompt: float = field(
         default=0.15, metadata=_help("d1 estimator: probability of masking each prompt token (d1: 0.15).")
@@ -138,7 +138,7 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     kl_reference: str = field(
         default="initial", metadata=_help("KL against the frozen 'initial' policy (paper) or the 'rollout' policy.")
     )
-    # ---- rollout workers (DESIGN §7) ----
+    # ---- rollout workers (docs/design.md §7) ----
     rollout_backend: str = field(
         default="local", metadata=_help("Who generates: 'local' (in-process) or 'ray' (a pool of Ray actors).")
     )

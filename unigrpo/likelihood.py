@@ -66,7 +66,7 @@ def answer_token_logps(model, view: NoisedView, completion_ids: torch.Tensor) ->
 
 
 class UniGRPOEstimator:
-    """Structured noising (DESIGN §3.2–3.3): answer tokens masked with probability p, prompt untouched, one pass."""
+    """Structured noising (docs/design.md §3.2–3.3): answer tokens masked with probability p, prompt untouched, one pass."""
 
     name = "unigrpo"
 

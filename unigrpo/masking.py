@@ -40,7 +40,7 @@ def draw_uniform_ratios(num_answers, num_iterations, num_levels, generator=None,
 
 
 def clip_ratios(ratios: torch.Tensor, ratio_min: float | None, ratio_max: float | None) -> torch.Tensor:
-    """Clip ratios into [ratio_min, ratio_max] when those are set (DESIGN §3.5)."""
+    """Clip ratios into [ratio_min, ratio_max] when those are set (docs/design.md §3.5)."""
     if ratio_min is None and ratio_max is None:
         return ratios
     return ratios.clamp(min=ratio_min, max=ratio_max)
@@ -58,7 +58,7 @@ def get_mask_schedule(name: str):
 def mask_answer_tokens(
     eligible: torch.Tensor, ratio: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Structured noising (DESIGN §3.2): mask each answer position with probability p, at least one eligible.
+    """Structured noising (docs/design.md §3.2): mask each answer position with probability p, at least one eligible.
 
     eligible (N, L) bool — answer positions that enter the loss (content and the first ``eos_in_loss`` EOS);
     ratio (N,) — p per answer. Every answer-canvas position (EOS padding included, as at generation time, when the
@@ -79,7 +79,7 @@ def mask_answer_tokens(
 
 
 def loss_eligible_positions(completion_ids: torch.Tensor, eos_token_id: int | None, eos_in_loss: int = 1) -> torch.Tensor:
-    """(N, L) bool: answer tokens before the first EOS plus the first ``eos_in_loss`` EOS tokens (DESIGN §3.8).
+    """(N, L) bool: answer tokens before the first EOS plus the first ``eos_in_loss`` EOS tokens (docs/design.md §3.8).
 
     Answers are fixed-length canvases padded with EOS after the first EOS; keeping every EOS in the loss lets the
     padding dominate it.

@@ -1,4 +1,4 @@
-"""Recipe validation before any model is loaded (DESIGN §8): ``unigrpo check --config X``, and the first thing
+"""Recipe validation before any model is loaded (docs/design.md §8): ``unigrpo check --config X``, and the first thing
 ``unigrpo train`` / ``unigrpo sft`` do.
 
 Every problem is one line naming the file and the key, and all of them are reported at once:

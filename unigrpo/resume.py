@@ -1,4 +1,4 @@
-"""Exact resume (DESIGN §8): what a UniGRPO checkpoint holds beyond the ``Trainer``'s own state.
+"""Exact resume (docs/design.md §8): what a UniGRPO checkpoint holds beyond the ``Trainer``'s own state.
 
 The ``Trainer`` saves and restores the model (or adapter), optimizer, scheduler, RNG states, the data position and
 the global step. UniGRPO adds two things:

@@ -1,4 +1,4 @@
-"""Scoring completions with several reward functions and combining them (DESIGN §3.7, §6).
+"""Scoring completions with several reward functions and combining them (docs/design.md §3.7, §6).
 
 A reward that raises fails the step with an error naming the reward and the sample (``reward_errors: raise``,
 the default), or turns that sample's reward into None = not applicable and counts it (``reward_errors: skip``).

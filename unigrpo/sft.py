@@ -1,4 +1,4 @@
-"""Masked-diffusion SFT (the cold-start stage before RL; DESIGN §5, LLaDA/MMaDA pre-training loss).
+"""Masked-diffusion SFT (the cold-start stage before RL; docs/design.md §5, LLaDA/MMaDA pre-training loss).
 
 Legend: t ↔ diffusion time ~ U[0, 1]; p = (1 − ε)·t + ε with ε = 1e-3 ↔ the mask probability of each answer token;
 answer ↔ the completion padded with EOS to the fixed canvas ``max_completion_length`` (as rollouts produce it).
@@ -6,10 +6,10 @@ The prompt is never masked. Two noise laws, swappable by ``sft_noise``:
     continuous  loss = Σ_masked CE / p / L            (the published loss)
     count       k ~ U{1..L} masked tokens, loss = Σ_masked CE · (L/k) / L
 The continuous weight 1/p reaches 1000 when t is small, which makes very short answers noisy; ``count`` is the
-lower-variance law DESIGN §9 measured on the 4–6-token demo answers.
+lower-variance law docs/design.md §9 measured on the 4–6-token demo answers.
 
 Image answers (``t2i`` rows: caption → the ``image`` column, encoded by the image tokenizer) use MaskGIT's cosine
-law instead (DESIGN §5): r ~ U[0, 1], ⌈N·cos(π/2·r)⌉ of the N codes masked (at least one), loss = plain mean CE
+law instead (docs/design.md §5): r ~ U[0, 1], ⌈N·cos(π/2·r)⌉ of the N codes masked (at least one), loss = plain mean CE
 over the masked codes. ``mmu`` rows (``image`` + question → ``completion``) are text answers after an image prompt.
 A batch may mix tasks; each task's rows form one group, and the loss is the mean of the groups' losses weighted by
 their rows.
@@ -106,7 +106,7 @@ def masked_diffusion_sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask:
 
 
 class AccuracyStopCallback(TrainerCallback):
-    """Stops training when ``eval_accuracy`` reaches ``threshold`` (DESIGN §9: stop SFT on accuracy, not steps)."""
+    """Stops training when ``eval_accuracy`` reaches ``threshold`` (docs/design.md §9: stop SFT on accuracy, not steps)."""
 
     def __init__(self, threshold: float):
         self.threshold = threshold

@@ -1,4 +1,4 @@
-"""The three kinds of task of one UniGRPO run (DESIGN §1): how a row's prompt is laid out, how its answers are
+"""The three kinds of task of one UniGRPO run (docs/design.md §1): how a row's prompt is laid out, how its answers are
 sampled, and what the rewards receive.
 
     task   prompt (never masked)                      answer (sampled, masked, scored)   rewards receive

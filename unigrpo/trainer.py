@@ -283,7 +283,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         return runner.rollout("t2i", rows, 1, seed=args.seed).completions
 
     def sync_engine_weights(self) -> None:
-        """Send the policy to the rollout engine when an optimizer step changed it (DESIGN §7; local: no-op)."""
+        """Send the policy to the rollout engine when an optimizer step changed it (docs/design.md §7; local: no-op)."""
         if self.engine.weights_version != self.state.global_step:
             with self.timer("weight_sync"):
                 self.engine.update_weights(self.unwrapped_model, version=self.state.global_step)

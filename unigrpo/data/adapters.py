@@ -12,7 +12,7 @@ its rewards read, from the Hugging Face hub by name or from a local file in the 
     captions    no default (t2i): any file / hub id with a caption column  -                  clip_score, image_reward
 
 Prompts are chats (one user message, for the tokenizer's chat template) or plain text (``prompt_format``); with
-``thinking=True`` the user message starts with MMaDA's thinking instruction (DESIGN §3.7, §6), so the
+``thinking=True`` the user message starts with MMaDA's thinking instruction (docs/design.md §3.7, §6), so the
 ``think_format`` reward applies. A local file may use the hub's column names or already have the adapted ones.
 """
 

@@ -3,7 +3,7 @@
 Generated deterministically; 10% of the operand pairs are held out (``test`` split) so held-out accuracy measures
 generalisation, not memorisation. Rows are in TRL's prompt-completion format: ``prompt`` (plain text), ``completion``
 (the gold answer ``\\boxed{n}``, used only by SFT) and ``answer`` (the integer, used by the correctness reward).
-Addition alone is too easy for RL to show anything (DESIGN §9), so both operators are mixed.
+Addition alone is too easy for RL to show anything (docs/design.md §9), so both operators are mixed.
 """
 
 from __future__ import annotations

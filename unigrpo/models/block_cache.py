@@ -1,4 +1,4 @@
-"""The block KV cache of Fast-dLLM (Wu et al. 2025, §3.2) for the masked-diffusion transformer (DESIGN §4).
+"""The block KV cache of Fast-dLLM (Wu et al. 2025, §3.2) for the masked-diffusion transformer (docs/design.md §4).
 
 A masked-diffusion model attends bidirectionally, so no key or value is ever final: committing a token changes the
 keys and values of every position. Block-wise decoding makes them change little outside the block being decoded,

@@ -1,4 +1,4 @@
-"""The image tokenizer interface (DESIGN §5): images ↔ grids of discrete codes that a diffusion LM generates.
+"""The image tokenizer interface (docs/design.md §5): images ↔ grids of discrete codes that a diffusion LM generates.
 
 An image tokenizer is a ``torch.nn.Module`` subclass of ``ImageTokenizer`` with
 

@@ -1,4 +1,4 @@
-"""MMaDA's multimodal sequence layouts (DESIGN §4), shared by rollouts, the likelihood and SFT.
+"""MMaDA's multimodal sequence layouts (docs/design.md §4), shared by rollouts, the likelihood and SFT.
 
     t2i:  [pad…] <|t2i|> BOS caption EOS <|soi|>   code_1 … code_N   <|eoi|>
           └──────────── prompt (left-padded) ───┘  └─ answer (N) ─┘  └ suffix ┘

@@ -21,7 +21,7 @@ MULTIMODAL_SPECIALS = ["<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<
 SPECIAL_TOKENS = [BOS, EOS, MASK, UNK, START_HEADER, END_HEADER, EOT, *MULTIMODAL_SPECIALS]
 WORD_TOKENS = ["<think>", "</think>", "\\boxed{"]
 
-# MMaDA / LLaDA-Instruct chat format (DESIGN §4): BOS, then per message
+# MMaDA / LLaDA-Instruct chat format (docs/design.md §4): BOS, then per message
 # <|start_header_id|>role<|end_header_id|>\n\n content <|eot_id|>, then the assistant header when generating.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"

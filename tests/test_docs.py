@@ -1,0 +1,29 @@
+"""The project's documents refer only to files the repository has (no notes that users do not get)."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".txt"}
+FOLDERS = ("unigrpo", "rewards", "rollouts", "recipes", "docs", "benchmarks", "tests")
+
+
+def project_files():
+    yield ROOT / "README.md"
+    yield ROOT / "Makefile"
+    for folder in FOLDERS:
+        yield from (p for p in (ROOT / folder).rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+
+
+def test_no_reference_to_the_private_design_notes():
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in project_files()
+                 for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+                 if re.search(r"\bDESIGN(\.md| §)", line)]
+    assert offenders == []
+
+
+def test_every_docs_file_named_exists():
+    named = {m for p in project_files() for m in re.findall(r"docs/[\w./-]+\.md", p.read_text(errors="replace"))}
+    assert named, "the project points readers to its docs/"
+    missing = sorted(m for m in named if not (ROOT / m).is_file())
+    assert missing == []
