@@ -1,9 +1,12 @@
 """The likelihood estimators behind one interface (issue #9): unigrpo, d1, coupled."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from unigrpo.likelihood import ESTIMATORS, get_estimator, sequence_logp
+from unigrpo import UniGRPOConfig
+from unigrpo.likelihood import ESTIMATORS, assemble_view, estimator_options, get_estimator, sequence_logp
 
 MASK = 99
 PROMPT = torch.tensor([[5, 5, 10, 11, 12, 13], [20, 21, 22, 23, 24, 25]])  # row 0 left-padded with 5
@@ -20,11 +23,41 @@ def view(name, ratio=0.5, seed=0, **options):
 
 def test_registry_and_options():
     assert sorted(ESTIMATORS) == ["coupled", "d1", "unigrpo"]
-    assert get_estimator("d1", p_mask_prompt=0.3, unused=1).p_mask_prompt == 0.3  # options it does not take: ignored
+    assert get_estimator("d1", p_mask_prompt=0.3).p_mask_prompt == 0.3
     with pytest.raises(ValueError, match="unknown likelihood_estimator 'diffu'"):
         get_estimator("diffu")
     with pytest.raises(ValueError, match="p_mask_prompt=1.0"):
         get_estimator("d1", p_mask_prompt=1.0)
+
+
+def test_an_option_the_estimator_does_not_take_is_an_error_not_ignored():
+    with pytest.raises(ValueError, match=r"likelihood_estimator 'd1' takes no option 'unused'; its options: "
+                                         r"p_mask_prompt"):
+        get_estimator("d1", p_mask_prompt=0.3, unused=1)
+    with pytest.raises(ValueError, match=r"'unigrpo' takes no option 'p_mask_prompt'; its options: none"):
+        get_estimator("unigrpo", p_mask_prompt=0.15)
+
+
+def test_the_trainer_passes_each_estimator_only_the_options_it_declares():
+    config = SimpleNamespace(p_mask_prompt=0.25, epsilon=0.2)
+    assert estimator_options("unigrpo", config) == {} and estimator_options("coupled", config) == {}
+    assert estimator_options("d1", config) == {"p_mask_prompt": 0.25}
+    for name in ESTIMATORS:  # every declared option is a config field, so the trainer can always build it
+        get_estimator(name, **estimator_options(name, UniGRPOConfig(output_dir="unused", report_to="none")))
+
+
+def test_assemble_view_lays_out_prompt_answer_and_suffix_for_each_row():
+    answers = torch.tensor([[1, 2], [3, 4], [5, 6]])  # rows scoring answers 1, 0, 1
+    index = torch.tensor([1, 0, 1])
+    suffix = torch.tensor([[7], [8]])  # answer 0's, answer 1's
+    v = assemble_view(PROMPT, PROMPT_MASK, answers, answers > 2, torch.tensor([0.1, 0.2, 0.3]), index, suffix)
+    assert v.input_ids.tolist() == [[20, 21, 22, 23, 24, 25, 1, 2, 8], [5, 5, 10, 11, 12, 13, 3, 4, 7],
+                                    [20, 21, 22, 23, 24, 25, 5, 6, 8]]
+    assert v.attention_mask.tolist() == [[1] * 9, [0, 0] + [1] * 7, [1] * 9]  # row 1 is answer 0's padded prompt
+    assert torch.equal(v.answer_index, index) and v.suffix_length == 1
+    unpadded = assemble_view(PROMPT[1:], PROMPT_MASK[1:], answers[:1], answers[:1] > 0, torch.ones(1))
+    assert unpadded.attention_mask is None and unpadded.suffix_length == 0  # no padding: no attention mask
+    assert unpadded.input_ids.tolist() == [[20, 21, 22, 23, 24, 25, 1, 2]] and unpadded.answer_index.tolist() == [0]
 
 
 @pytest.mark.parametrize("name", ["unigrpo", "coupled"])

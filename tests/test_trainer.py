@@ -236,3 +236,28 @@ def test_each_epoch_draws_a_new_prompt_order(micro_model_dir, tmp_path):
     first, second = seen[-64:-32], seen[-32:]  # (before them: the reward's pre-flight call on one sample)
     assert len(seen) in (64, 65) and sorted(first) == sorted(second) == sorted(prompts_dataset()["prompt"])
     assert first != second
+
+
+def test_clip_regions_are_logged_from_the_masks_the_loss_returns():
+    """``clip_ratio/*`` come from ``per_token_loss``'s ``clipped`` (split by the sign of A), not recomputed from the
+    ratio with the config's ε (the holder below has no ``args``: nothing else could be read)."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from unigrpo.likelihood import NoisedView
+    from unigrpo.loss import per_token_loss
+    from unigrpo.training_logs import TrainingLogsMixin
+
+    log = torch.log
+    logps = log(torch.tensor([[0.5, 0.9, 0.3], [0.2, 0.3, 0.5]]))
+    old = log(torch.tensor([[0.25, 0.9, 0.3], [0.4, 0.3, 0.1]]))  # ρ: [[2, 1, 1], [0.5, 1, 5]]
+    advantages = torch.tensor([[1.0], [-2.0]])
+    _, kl, clipped = per_token_loss(logps, old, old, advantages, 0.2, 0.28, beta=0.0)
+    score_mask = torch.tensor([[True, True, False], [True, True, True]])  # 5 scored tokens
+    view = NoisedView(torch.zeros(2, 3), None, score_mask, torch.arange(2), torch.tensor([0.5, 0.5]))
+    holder = SimpleNamespace(_metrics=defaultdict(list))
+    TrainingLogsMixin.log_loss_metrics(holder, logps, kl, clipped, advantages, view)
+    m = holder._metrics
+    # clipped: ρ = 2 with A > 0 (high), ρ = 0.5 with A < 0 (low); ρ = 5 with A < 0 takes the unclipped term
+    assert m["clip_ratio/high_mean"] == [pytest.approx(1 / 5)] and m["clip_ratio/low_mean"] == [pytest.approx(1 / 5)]
+    assert m["clip_ratio/region_mean"] == [pytest.approx(2 / 5)] and "kl" not in m

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from .likelihood import NoisedView
+from .likelihood import NoisedView, assemble_view
 from .masking import mask_answer_tokens
 
 
 class CoupledEstimator:
     name = "coupled"
+    options: tuple[str, ...] = ()
 
     def noise(self, prompt_ids, prompt_mask, completion_ids, eligible, ratio, mask_token_id, generator=None,
               suffix_ids=None) -> NoisedView:
@@ -23,18 +24,7 @@ class CoupledEstimator:
         N = completion_ids.shape[0]
         first = mask_answer_tokens(eligible, ratio, generator)  # (N, L)
         masks = torch.cat([first, ~first])  # (2N, L): complementary
-        answers = completion_ids.repeat(2, 1).masked_fill(masks, mask_token_id)
-        prompts = prompt_ids.repeat(2, 1)
-        suffix = answers[:, :0] if suffix_ids is None else suffix_ids.repeat(2, 1)
-        attention_mask = None
-        if prompt_mask is not None and not bool(prompt_mask.all()):
-            attention_mask = torch.cat([prompt_mask.repeat(2, 1), torch.ones_like(answers), torch.ones_like(suffix)],
-                                       dim=1)
-        return NoisedView(
-            input_ids=torch.cat([prompts, answers, suffix], dim=1),
-            attention_mask=attention_mask,
-            score_mask=masks & eligible.repeat(2, 1),
-            answer_index=torch.arange(N, device=completion_ids.device).repeat(2),
-            mask_ratio=torch.cat([ratio, 1 - ratio]),
-            suffix_length=suffix.shape[1],
-        )
+        answer_index = torch.arange(N, device=completion_ids.device).repeat(2)  # (2N,)
+        answers = completion_ids[answer_index].masked_fill(masks, mask_token_id)
+        return assemble_view(prompt_ids, prompt_mask, answers, masks & eligible[answer_index],
+                             torch.cat([ratio, 1 - ratio]), answer_index, suffix_ids)

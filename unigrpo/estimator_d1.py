@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from .likelihood import NoisedView
+from .likelihood import NoisedView, assemble_view
 
 
 class D1Estimator:
     name = "d1"
+    options = ("p_mask_prompt",)
 
     def __init__(self, p_mask_prompt: float = 0.15):
         if not 0.0 <= p_mask_prompt < 1.0:
@@ -24,20 +25,10 @@ class D1Estimator:
     def noise(self, prompt_ids, prompt_mask, completion_ids, eligible, ratio, mask_token_id, generator=None,
               suffix_ids=None) -> NoisedView:
         """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible (N, L); ratio ignored → view."""
-        N, L = completion_ids.shape
+        N = completion_ids.shape[0]
         real = torch.ones_like(prompt_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
         u = torch.rand(prompt_ids.shape, generator=generator).to(prompt_ids.device)
         noised_prompt = prompt_ids.masked_fill((u < self.p_mask_prompt) & real, mask_token_id)
         answer = torch.full_like(completion_ids, mask_token_id)
-        suffix = answer[:, :0] if suffix_ids is None else suffix_ids
-        attention_mask = None
-        if prompt_mask is not None and not bool(prompt_mask.all()):
-            attention_mask = torch.cat([prompt_mask, torch.ones_like(answer), torch.ones_like(suffix)], dim=1)
-        return NoisedView(
-            input_ids=torch.cat([noised_prompt, answer, suffix], dim=1),
-            attention_mask=attention_mask,
-            score_mask=eligible.clone(),
-            answer_index=torch.arange(N, device=completion_ids.device),
-            mask_ratio=torch.ones(N),
-            suffix_length=suffix.shape[1],
-        )
+        return assemble_view(noised_prompt, prompt_mask, answer, eligible.clone(), torch.ones(N),
+                             suffix_ids=suffix_ids)

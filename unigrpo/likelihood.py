@@ -5,7 +5,8 @@ log p_θ(o_t | q, õ_p) at the masked positions; the answer's log-likelihood is 
 
 An estimator turns a batch of answers into a ``NoisedView``: the model input and the answer positions to score.
 θ, θ_old and the reference all read the *same* view, so their ratios compare like with like. Estimators are
-swappable by name (``likelihood_estimator:``); each entry of ``ESTIMATORS`` shares ``UniGRPOEstimator``'s signature.
+swappable by name (``likelihood_estimator:``); each entry of ``ESTIMATORS`` shares ``UniGRPOEstimator``'s signature,
+lays its rows out with ``assemble_view`` and names the config keys its constructor takes in ``options``.
 """
 
 from __future__ import annotations
@@ -65,10 +66,38 @@ def answer_token_logps(model, view: NoisedView, completion_ids: torch.Tensor) ->
     return masked_token_logps(logits, completion_ids[view.answer_index])
 
 
+def assemble_view(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None, noised_answers: torch.Tensor,
+                  score_mask: torch.Tensor, mask_ratio: torch.Tensor, answer_index: torch.Tensor | None = None,
+                  suffix_ids: torch.Tensor | None = None) -> NoisedView:
+    """The one layout of a view, shared by every estimator: row r = prompt + noised answer + suffix of answer
+    ``answer_index[r]``, with an attention mask only when the prompts are padded.
+
+    prompt_ids (N, P) (noised or not), prompt_mask (N, P) or None, suffix_ids (N, S) or None; noised_answers and
+    score_mask (R, L), mask_ratio (R,), answer_index (R,) (default: row r is answer r).
+    """
+    R = noised_answers.shape[0]
+    if answer_index is None:
+        answer_index = torch.arange(R, device=noised_answers.device)
+    suffix = noised_answers[:, :0] if suffix_ids is None else suffix_ids[answer_index]  # (R, S)
+    attention_mask = None
+    if prompt_mask is not None and not bool(prompt_mask.all()):
+        attention_mask = torch.cat([prompt_mask[answer_index], torch.ones_like(noised_answers),
+                                    torch.ones_like(suffix)], dim=1)
+    return NoisedView(
+        input_ids=torch.cat([prompt_ids[answer_index], noised_answers, suffix], dim=1),
+        attention_mask=attention_mask,
+        score_mask=score_mask,
+        answer_index=answer_index,
+        mask_ratio=mask_ratio,
+        suffix_length=suffix.shape[1],
+    )
+
+
 class UniGRPOEstimator:
     """Structured noising (docs/design.md §3.2–3.3): answer tokens masked with probability p, prompt untouched, one pass."""
 
     name = "unigrpo"
+    options: tuple[str, ...] = ()  # config keys its constructor takes (none)
 
     def noise(
         self,
@@ -85,20 +114,7 @@ class UniGRPOEstimator:
         (N, S) or None (never masked, like the prompt) → view."""
         mask = mask_answer_tokens(eligible, ratio, generator)  # (N, L)
         noised = completion_ids.masked_fill(mask, mask_token_id)
-        suffix = noised[:, :0] if suffix_ids is None else suffix_ids
-        input_ids = torch.cat([prompt_ids, noised, suffix], dim=1)
-        attention_mask = None
-        if prompt_mask is not None and not bool(prompt_mask.all()):
-            attention_mask = torch.cat([prompt_mask, torch.ones_like(noised), torch.ones_like(suffix)], dim=1)
-        N = completion_ids.shape[0]
-        return NoisedView(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            score_mask=mask & eligible,
-            answer_index=torch.arange(N, device=completion_ids.device),
-            mask_ratio=ratio,
-            suffix_length=suffix.shape[1],
-        )
+        return assemble_view(prompt_ids, prompt_mask, noised, mask & eligible, ratio, suffix_ids=suffix_ids)
 
 
 ESTIMATORS = {
@@ -109,15 +125,29 @@ ESTIMATORS = {
 """name → "module:class" (imported on use; each estimator is one small module with the same ``noise`` method)."""
 
 
-def get_estimator(name: str, **options):
-    """The estimator registered as ``name``, built with those of ``options`` its constructor takes (the trainer
-    passes every estimator option of the config, e.g. d1's ``p_mask_prompt``)."""
+def estimator_class(name: str):
+    """The class registered as ``name`` (imported on use)."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown likelihood_estimator {name!r}; valid: {sorted(ESTIMATORS)}")
     import importlib
-    import inspect
 
     module, cls = ESTIMATORS[name].split(":")
-    estimator = getattr(importlib.import_module(module), cls)
-    accepted = inspect.signature(estimator).parameters
-    return estimator(**{k: v for k, v in options.items() if k in accepted})
+    return getattr(importlib.import_module(module), cls)
+
+
+def estimator_options(name: str, config) -> dict:
+    """The values in ``config`` (a ``UniGRPOConfig``) of the options estimator ``name`` declares, e.g. d1's
+    ``p_mask_prompt``: what the trainer passes to ``get_estimator``."""
+    return {key: getattr(config, key) for key in estimator_class(name).options}
+
+
+def get_estimator(name: str, **options):
+    """The estimator registered as ``name``, built with ``options``; each must be one the estimator declares in
+    its ``options`` (an option it would ignore is a mistake worth one clear line, not silence)."""
+    estimator = estimator_class(name)
+    unknown = sorted(set(options) - set(estimator.options))
+    if unknown:
+        takes = ", ".join(estimator.options) or "none"
+        raise ValueError(f"likelihood_estimator {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {takes}")
+    return estimator(**options)

@@ -43,7 +43,7 @@ from .data_parallel import (
 )
 from .evaluation import GenerationEvalMixin
 from .image_grid import ImageGridCallback
-from .likelihood import NoisedView, answer_token_logps, get_estimator
+from .likelihood import NoisedView, answer_token_logps, estimator_options, get_estimator
 from .loss import get_loss_normaliser, per_token_loss
 from .masking import get_mask_schedule
 from .models import load_model, load_tokenizer, resolve_mask_token_id
@@ -218,7 +218,8 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         if args.beta > 0 and args.kl_reference == "initial" and peft_config is None:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-        self.estimator = get_estimator(args.likelihood_estimator, p_mask_prompt=args.p_mask_prompt)
+        self.estimator = get_estimator(args.likelihood_estimator,
+                                       **estimator_options(args.likelihood_estimator, args))
         self.draw_mask_ratios = get_mask_schedule(args.mask_schedule)
         self.normalise_loss = get_loss_normaliser(args.loss_type)
         self.loss_is_scaled_for_ga = False  # the Trainer divides by the accumulation steps
@@ -481,5 +482,5 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         token_loss, kl, clipped = per_token_loss(
             logps, old_logps, ref_logps, advantages, args.epsilon, args.epsilon_high, args.beta
         )
-        self.log_loss_metrics(logps, old_logps, kl, advantages, view)
+        self.log_loss_metrics(logps, kl, clipped, advantages, view)
         return token_loss, view.score_mask, answer_index

@@ -37,8 +37,8 @@ class TrainingLogsMixin:
             column = per_func[:, i]
             m[f"rewards/{name}/mean"].append(torch.nanmean(column).item())
             m[f"rewards/{name}/std"].append(column[~column.isnan()].std().item() if column.isfinite().sum() > 1 else 0.0)
-            if self.args.reward_errors == "skip":  # per micro-batch, as with one process
-                m[f"rewards/{name}/skipped"].append(skipped[i].item() / (len(batches) * accelerator.num_processes))
+            # per micro-batch, as with one process; under either policy (a time-out skips under `raise` too)
+            m[f"rewards/{name}/skipped"].append(skipped[i].item() / (len(batches) * accelerator.num_processes))
         m["frac_reward_zero_std"].append(zero_std.float().mean().item())
         sums = merge_sums(accelerator, self.length_and_task_sums(batches))
         tasks = [key for key in sums if key.startswith("tasks/")]
@@ -64,16 +64,17 @@ class TrainingLogsMixin:
                 offset += g.size
         return sums
 
-    def log_loss_metrics(self, logps, old_logps, kl, advantages, view) -> None:
-        m, args = self._metrics, self.args
+    def log_loss_metrics(self, logps, kl, clipped, advantages, view) -> None:
+        """Loss diagnostics of one micro-batch: the clip regions are read from ``clipped`` — the tokens where the
+        loss took the clipped term (``per_token_loss``) — split by the sign of A, so they are the loss's own."""
+        m = self._metrics
         mask = view.score_mask.float()
         masked_mean = lambda x: ((x * mask).sum() / mask.sum().clamp(min=1)).item()  # noqa: E731
-        ratio = torch.exp(logps.detach() - old_logps)
-        low = (ratio < 1 - args.epsilon) & (advantages < 0)
-        high = (ratio > 1 + args.epsilon_high) & (advantages > 0)
+        low = clipped & (advantages < 0)  # ρ < 1 − ε_low with A < 0
+        high = clipped & (advantages > 0)  # ρ > 1 + ε_high with A > 0
         m["clip_ratio/low_mean"].append(masked_mean(low.float()))
         m["clip_ratio/high_mean"].append(masked_mean(high.float()))
-        m["clip_ratio/region_mean"].append(masked_mean((low | high).float()))
+        m["clip_ratio/region_mean"].append(masked_mean(clipped.float()))
         if kl is not None:
             m["kl"].append(masked_mean(kl.detach()))
         m["mask_ratio"].append(view.mask_ratio.float().mean().item())
