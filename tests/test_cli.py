@@ -144,3 +144,32 @@ def test_every_recipe_parses_and_validates(recipe):
         assert bool(run_args.image_tokenizer) == ("mmu" in recipe or "t2i" in recipe)
     elif not model_args.model_name_or_path.startswith("random-"):
         assert resolve_model_path(model_args.model_name_or_path).is_dir()
+
+
+def test_summary_of_a_t2i_run_reports_the_held_out_reward_and_the_image_grid(tmp_path, capsys):
+    """A t2i run's closing lines give the reward (CLIP) before → after on held-out captions and name image_grid.png,
+    not an "accuracy"; a text run keeps its held-out accuracy."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from unigrpo.cli import summarise
+
+    history = [{"eval_accuracy": 1.0, "eval_reward": 0.21, "step": 0}, {"reward": 0.2, "step": 10},
+               {"eval_accuracy": 1.0, "eval_reward": 0.34, "step": 50}, {"reward": 0.3, "step": 60},
+               {"eval_accuracy": 1.0, "eval_reward": 0.31, "step": 100}]
+    (tmp_path / "image_grid.png").write_bytes(b"")
+
+    def fake_trainer(tasks):
+        rows = [{"prompt": f"caption {i}", "task": task} for i, task in enumerate(tasks)]
+        return SimpleNamespace(state=SimpleNamespace(log_history=history, global_step=100),
+                               args=SimpleNamespace(output_dir=str(tmp_path)), reward_names=["shapes_clip_score"],
+                               eval_dataset=Dataset.from_list(rows))
+
+    summarise(fake_trainer(["t2i", "t2i"]), 0.0, "UniGRPO")
+    out = capsys.readouterr().out
+    assert "  held-out reward (shapes_clip_score): 0.210 → 0.310 (best 0.340)" in out
+    assert f"  image_grid.png: held-out captions before / after training, in {tmp_path}" in out
+    assert "accuracy" not in out
+    summarise(fake_trainer(["t2t", "t2i"]), 0.0, "UniGRPO")
+    assert "  held-out accuracy: 1.000 → 1.000 (best 1.000)" in capsys.readouterr().out

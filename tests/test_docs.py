@@ -27,3 +27,18 @@ def test_every_docs_file_named_exists():
     assert named, "the project points readers to its docs/"
     missing = sorted(m for m in named if not (ROOT / m).is_file())
     assert missing == []
+
+
+def test_the_t2i_recipe_header_counts_the_captions_of_its_splits():
+    """recipes/tiny-t2i.yaml's header says how many captions SFT, RL and the held-out evaluation use: the numbers
+    of unigrpo/data/shapes.py's splits."""
+    from unigrpo.data.shapes import split_triples
+
+    header = "".join(line for line in (ROOT / "recipes" / "tiny-t2i.yaml").read_text().splitlines(keepends=True)
+                     if line.startswith("#"))
+    header = " ".join(header.replace("#", " ").split())
+    counts = {split: len(split_triples(split)) for split in ("train", "rl", "test")}
+    assert counts == {"train": 30, "rl": 45, "test": 15}
+    assert f"{counts['train']} captions: the `train` split" in header
+    assert f"on {counts['rl']} other captions (the `rl` split" in header
+    assert f"on the {counts['test']} held out from both (the `test` split)" in header

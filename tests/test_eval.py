@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from unigrpo.cli import main
-from unigrpo.evaluation import evaluate_accuracy, is_correct, pass_at_k
+from unigrpo.eval_report import markdown_table
+from unigrpo.evaluation import EvalSamples, evaluate_accuracy, is_correct, pass_at_k, summarise_samples
 
 
 @pytest.mark.parametrize("n, c", [(4, 0), (4, 1), (4, 3), (5, 2), (6, 6)])
@@ -84,8 +85,8 @@ def test_eval_command_compares_models_and_writes_json_and_markdown(tmp_path, cap
             "--limit", "12", "--samples", "3", "--k", "1,3", "--output", str(out)]
     assert main(argv) == 0
     table = capsys.readouterr().out
-    assert "| model | dataset | n | samples | accuracy | pass@1 | pass@3 | mean length | reward |" in table
-    assert "| tiny-arith-sft | arith | 12 | 3 |" in table and "| copy-of-sft | arith | 12 | 3 |" in table
+    assert "| model | dataset | n | samples | temperature | accuracy | pass@1 | pass@3 | mean length | reward |" in table
+    assert "| tiny-arith-sft | arith | 12 | 3 | 1 |" in table and "| copy-of-sft | arith | 12 | 3 | 1 |" in table
     report = json.loads((out / "eval.json").read_text())
     assert report["settings"]["samples"] == 3 and report["settings"]["temperature"] == 1.0  # recipe's rollout T
     assert report["settings"]["kv_cache"] == "dual" and report["settings"]["gen_length"] == 6
@@ -98,3 +99,27 @@ def test_eval_command_refuses_bad_k_before_loading(capsys):
     assert main(["eval", "--config", "recipes/tiny-arith.yaml", "--model", "no/such-model", "--samples", "2",
                  "--k", "1,4"]) == 2
     assert "--k [1, 4] must lie in 1..--samples (2)" in capsys.readouterr().err
+
+
+def test_image_answers_give_no_nan_mean_length():
+    """t2i answers have no length before an EOS: ``completions/mean_length`` counts the text answers only and is
+    absent (never NaN) when every answer is an image; the table then shows a dash."""
+    scores = torch.tensor([[0.3], [0.5], [0.2], [0.4]])
+    images_only = EvalSamples(scores, scores[:, 0] > 0.25, torch.zeros(0), 2)
+    results = summarise_samples(images_only, ["clip"], pass_k=(1, 2))
+    assert "completions/mean_length" not in results
+    assert all(not math.isnan(v) for v in results.values()) and results["reward"] == pytest.approx(0.35)
+    mixed = EvalSamples(scores, scores[:, 0] > 0.25, torch.tensor([3.0, 5.0]), 1)  # 2 text + 2 image answers
+    assert summarise_samples(mixed, ["clip"])["completions/mean_length"] == 4.0
+    table = markdown_table([{"model": "m", "n": 2, "temperature": 1.0, **results}])
+    assert table.splitlines()[-1] == "| m |  | 2 | 2 | 1 | 0.750 | 0.750 | 1.000 | – | 0.350 |"
+
+
+def test_the_table_shows_the_temperature_beside_pass_at_k(tiny):
+    model, tokenizer, funcs, names, data, sampler, mask_id = tiny
+    out = evaluate_accuracy(model, tokenizer, data.select(range(4)), funcs, names, sampler(0.7), mask_id,
+                            num_samples=2, pass_k=(2,))
+    assert out["temperature"] == 0.7
+    head, _, row = markdown_table([{"model": "tiny", **out}]).splitlines()
+    assert head.startswith("| model | dataset | n | samples | temperature | accuracy | pass@2 |")
+    assert row.startswith("| tiny |  | 4 | 2 | 0.7 |")

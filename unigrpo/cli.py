@@ -98,16 +98,30 @@ def load_splits(run_args):
     return train, test
 
 
+def images_only(dataset) -> bool:
+    """Every row is a t2i caption: the held-out figure is then the reward (e.g. CLIP score), since "accuracy"
+    (a reward above a threshold) means nothing for a picture."""
+    return dataset is not None and "task" in dataset.column_names and set(dataset["task"]) == {"t2i"}
+
+
 def summarise(trainer, start: float, kind: str) -> None:
-    history = trainer.state.log_history
-    accuracies = [e["eval_accuracy"] for e in history if "eval_accuracy" in e]
+    """The closing lines of a run: held-out accuracy (text) or reward (images) before → after, where things are."""
+    history, output_dir = trainer.state.log_history, trainer.args.output_dir
     rewards = [e["reward"] for e in history if "reward" in e]
     lines = [f"{kind} finished: {trainer.state.global_step} optimizer steps in {time.time() - start:.0f} s"]
-    if accuracies:
-        lines.append(f"  held-out accuracy: {accuracies[0]:.3f} → {accuracies[-1]:.3f} (best {max(accuracies):.3f})")
+    if images_only(getattr(trainer, "eval_dataset", None)):
+        key = "eval_reward"
+        label = f"held-out reward ({' + '.join(getattr(trainer, 'reward_names', None) or ['reward'])})"
+    else:
+        key, label = "eval_accuracy", "held-out accuracy"
+    held_out = [e[key] for e in history if key in e]
+    if held_out:
+        lines.append(f"  {label}: {held_out[0]:.3f} → {held_out[-1]:.3f} (best {max(held_out):.3f})")
     if rewards:
         lines.append(f"  train reward (logged means): first {rewards[0]:.3f}, last {rewards[-1]:.3f}")
-    lines.append(f"  model, tokenizer and trainer_state.json in {trainer.args.output_dir}")
+    if os.path.exists(os.path.join(output_dir, "image_grid.png")):
+        lines.append(f"  image_grid.png: held-out captions before / after training, in {output_dir}")
+    lines.append(f"  model, tokenizer and trainer_state.json in {output_dir}")
     print("\n".join(lines))
 
 

@@ -15,13 +15,16 @@ def _cell(value) -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    """One row per model: data set, prompts, samples per prompt, accuracy, pass@k…, mean answer length, reward."""
+    """One row per model: data set, prompts, samples per prompt, sampling temperature, accuracy, pass@k…, mean
+    answer length, reward. pass@k means little without the temperature that drew the k samples: it sits beside."""
     ks = sorted({key for r in results for key in r if key.startswith("pass@")}, key=lambda k: int(k[5:]))
-    head = ["model", "dataset", "n", "samples", "accuracy", *ks, "mean length", "reward"]
+    head = ["model", "dataset", "n", "samples", "temperature", "accuracy", *ks, "mean length", "reward"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        temperature = r.get("temperature")
         cells = [Path(str(r["model"])).name, r.get("dataset", ""), r["n"], r.get("samples_per_prompt", 1),
-                 r["accuracy"], *(r.get(k, math.nan) for k in ks), r["completions/mean_length"], r["reward"]]
+                 "–" if temperature is None else f"{temperature:g}", r["accuracy"],
+                 *(r.get(k, math.nan) for k in ks), r.get("completions/mean_length", math.nan), r["reward"]]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -94,7 +94,8 @@ def generate_and_score(model, tokenizer, dataset, reward_funcs, reward_names, sa
 
 
 def summarise_samples(samples: EvalSamples, reward_names, reward_weights=None, pass_k=()) -> dict:
-    """{accuracy, n, samples_per_prompt, reward, completions/mean_length, pass@k…, rewards/<name>/mean}."""
+    """{accuracy, n, samples_per_prompt, reward, completions/mean_length, pass@k…, rewards/<name>/mean};
+    ``completions/mean_length`` only when some answers are text."""
     n, rows, correct, per_func = samples.n, samples.rows, samples.correct, samples.per_func
     weights = reward_weights if reward_weights is not None else torch.ones(per_func.shape[1])
     results = {
@@ -102,8 +103,9 @@ def summarise_samples(samples: EvalSamples, reward_names, reward_weights=None, p
         "n": rows,
         "samples_per_prompt": n,
         "reward": combine_rewards(per_func, weights).mean().item() if rows else math.nan,
-        "completions/mean_length": samples.lengths.mean().item() if samples.lengths.numel() else math.nan,
     }
+    if samples.lengths.numel():  # text answers only (as in training): an image has no length to report, not NaN
+        results["completions/mean_length"] = samples.lengths.mean().item()
     per_row = correct.view(rows, n).sum(dim=1).tolist()
     for k in pass_k:
         results[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in per_row) / rows if rows else math.nan
@@ -115,7 +117,8 @@ def summarise_samples(samples: EvalSamples, reward_names, reward_weights=None, p
 def evaluate_accuracy(model, tokenizer, dataset, reward_funcs, reward_names, sampler_config, mask_token_id: int,
                       reward_weights: torch.Tensor | None = None, accuracy_reward: str | None = None,
                       return_completions: bool = False, num_samples: int = 1, pass_k=(), **options) -> dict:
-    """→ {accuracy, n, reward, rewards/<name>/mean, completions/mean_length, pass@k…[, completions, correct]}.
+    """→ {accuracy, n, temperature, reward, rewards/<name>/mean, completions/mean_length, pass@k…[, completions,
+    correct]}; ``temperature`` is the sampler's, which pass@k depends on.
 
     ``num_samples`` answers per prompt (``accuracy`` is the mean over all of them); ``pass@k`` for each k in
     ``pass_k`` (k ≤ num_samples). ``options``: ``batch_size``, ``seed``, ``reward_errors``, ``reward_timeout``,
@@ -127,7 +130,8 @@ def evaluate_accuracy(model, tokenizer, dataset, reward_funcs, reward_names, sam
         pass_at_k(num_samples, 0, k)  # k out of range: the error before any generation
     samples = generate_and_score(model, tokenizer, dataset, reward_funcs, reward_names, sampler_config,
                                  mask_token_id, accuracy_reward, num_samples=num_samples, **options)
-    results = summarise_samples(samples, reward_names, reward_weights, pass_k)
+    results = {**summarise_samples(samples, reward_names, reward_weights, pass_k),
+               "temperature": sampler_config.temperature}
     if return_completions:
         n, completions, correct = samples.n, samples.completions, samples.correct
         by_row = [completions[j * n : (j + 1) * n] for j in samples.back]
@@ -140,8 +144,8 @@ def evaluate_accuracy(model, tokenizer, dataset, reward_funcs, reward_names, sam
 class GenerationEvalMixin:
     """``Trainer.evaluate`` by generation: the trainer needs ``reward_funcs``, ``reward_names``, ``mask_token_id``.
 
-    Logs ``eval_accuracy``, ``eval_reward``, ``eval_rewards/<name>/mean`` and ``eval_completions/mean_length``, so
-    ``metric_for_best_model: eval_accuracy`` keeps the best checkpoint.
+    Logs ``eval_accuracy``, ``eval_reward``, ``eval_rewards/<name>/mean`` and (with text answers)
+    ``eval_completions/mean_length``, so ``metric_for_best_model: eval_accuracy`` keeps the best checkpoint.
     """
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
