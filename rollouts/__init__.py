@@ -2,7 +2,15 @@
 
 from .engine import ROLLOUT_BACKENDS, LocalEngine, RolloutBatch, make_engine, tokenize_prompts
 from .image_sampler import ImageSamplerConfig, ImageSamplerOutput, cosine_masked_counts, generate_image_codes
-from .text_sampler import SAMPLERS, SamplerConfig, SamplerOutput, generate_text, get_sampler, num_transfer_tokens
+from .text_sampler import (
+    CACHES,
+    RECIPE_KEYS,
+    REMASKING,
+    SamplerConfig,
+    SamplerOutput,
+    generate_text,
+    num_transfer_tokens,
+)
 
 __all__ = [
     "ImageSamplerConfig",
@@ -14,10 +22,11 @@ __all__ = [
     "make_engine",
     "RolloutBatch",
     "tokenize_prompts",
-    "SAMPLERS",
+    "CACHES",
+    "RECIPE_KEYS",
+    "REMASKING",
     "SamplerConfig",
     "SamplerOutput",
     "generate_text",
-    "get_sampler",
     "num_transfer_tokens",
 ]

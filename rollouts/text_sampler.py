@@ -23,6 +23,9 @@ Fast options (Fast-dLLM, Wu et al. 2025; same interface, measured in benchmarks/
 
 The log-probabilities of training never use these: the loss runs the full bidirectional forward.
 
+Recipes and the command line name these options as ``RECIPE_KEYS`` says (``gen_length`` → ``max_completion_length``,
+``steps`` → ``diffusion_steps``, ``cache`` → ``kv_cache`` …); ``SamplerConfig.from_recipe`` takes those keys.
+
 Legend (code → paper): gen_length → L, block_length → block size, steps → N (sampling steps), temperature → τ,
 cfg_scale → s (guidance scale), ``num_transfer_tokens`` → tokens unmasked per step, ``x0`` → predicted clean tokens.
 Shapes: B rows, P prompt positions (left-padded), L answer positions, T = P + L, V vocabulary, K = block_length.
@@ -32,6 +35,7 @@ prompts are padded, and ``kv_cache`` / ``span_start`` when caching). Every rando
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -67,39 +71,20 @@ class SamplerConfig:
     the n-th confidence ≥ 1 − factor/(n + 1); ``steps`` becomes a maximum. None = off."""
 
     def __post_init__(self):
-        for key in ("gen_length", "block_length", "steps"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}={value!r} must be a positive integer")
-        if self.gen_length % self.block_length:
-            raise ValueError(f"gen_length={self.gen_length} is not divisible by block_length={self.block_length}")
-        if self.steps < self.num_blocks:
-            raise ValueError(
-                f"steps={self.steps} is fewer than the number of blocks (gen_length/block_length = "
-                f"{self.num_blocks}); every block needs at least one step"
-            )
-        if self.steps % self.num_blocks:
-            raise ValueError(
-                f"steps={self.steps} is not divisible by the number of blocks "
-                f"(gen_length/block_length = {self.num_blocks})"
-            )
-        if self.remasking not in REMASKING:
-            raise ValueError(f"remasking={self.remasking!r} is not valid; choose one of {sorted(REMASKING)}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise ValueError(f"temperature={self.temperature!r} must be a finite number ≥ 0")
-        if not (isinstance(self.cfg_scale, (int, float)) and math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
-            raise ValueError(f"cfg_scale={self.cfg_scale!r} must be a finite number ≥ 0")
-        if self.cache not in CACHES:
-            raise ValueError(f"cache={self.cache!r} is not valid; choose one of {list(CACHES)}")
-        if self.threshold is not None and not (isinstance(self.threshold, (int, float)) and 0 < self.threshold <= 1):
-            raise ValueError(f"threshold={self.threshold!r} must be a confidence in (0, 1], or None (off)")
-        if self.factor is not None and not (isinstance(self.factor, (int, float)) and math.isfinite(self.factor)
-                                            and self.factor > 0):
-            raise ValueError(f"factor={self.factor!r} must be a finite number > 0, or None (off)")
-        if (self.threshold is not None or self.factor is not None) and self.remasking != "low_confidence":
-            raise ValueError(f"threshold/factor decoding compares model probabilities, so it needs "
-                             f"remasking='low_confidence', not {self.remasking!r}")
+        check_sampler_options(vars(self))
+
+    @classmethod
+    def from_recipe(cls, **options) -> SamplerConfig:
+        """A config from recipe / command-line keys (``max_completion_length``, ``diffusion_steps``, ``kv_cache`` …:
+        the values of ``RECIPE_KEYS``); a bad value's error names the key the user wrote, not the field."""
+        unknown = sorted(set(options) - set(RECIPE_KEYS.values()))
+        if unknown:
+            raise TypeError(f"unknown sampler option(s) {unknown}; valid: {list(RECIPE_KEYS.values())}")
+        field_of = {key: name for name, key in RECIPE_KEYS.items()}
+        values = {field_of[key]: value for key, value in options.items()}
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        check_sampler_options({**defaults, **values}, RECIPE_KEYS)
+        return cls(**values)
 
     @property
     def parallel(self) -> bool:
@@ -113,6 +98,57 @@ class SamplerConfig:
     @property
     def steps_per_block(self) -> int:
         return self.steps // self.num_blocks
+
+
+RECIPE_KEYS = {
+    "gen_length": "max_completion_length",
+    "block_length": "block_length",
+    "steps": "diffusion_steps",
+    "temperature": "temperature",
+    "remasking": "remasking",
+    "cfg_scale": "cfg_scale",
+    "cache": "kv_cache",
+    "threshold": "confidence_threshold",
+    "factor": "confidence_factor",
+}
+"""``SamplerConfig`` field → its key in recipes (``unigrpo.config.SamplingArguments``) and on the command line
+(``unigrpo generate``): the one place where the sampler's LLaDA names meet the user-facing ones."""
+
+
+def check_sampler_options(options: dict, keys: dict | None = None) -> None:
+    """One ValueError for the first impossible option among ``SamplerConfig``'s fields in ``options``; the message
+    names each option as ``keys[field]`` (default: the field name)."""
+    key = (lambda name: keys.get(name, name)) if keys else (lambda name: name)
+    for name in ("gen_length", "block_length", "steps"):
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key(name)}={value!r} must be a positive integer")
+    gen_length, block_length, steps = options["gen_length"], options["block_length"], options["steps"]
+    blocks = gen_length // block_length
+    if gen_length % block_length:
+        raise ValueError(f"{key('gen_length')}={gen_length} is not divisible by {key('block_length')}={block_length}")
+    if steps < blocks:
+        raise ValueError(f"{key('steps')}={steps} is fewer than the number of blocks ({key('gen_length')}/"
+                         f"{key('block_length')} = {blocks}); every block needs at least one step")
+    if steps % blocks:
+        raise ValueError(f"{key('steps')}={steps} is not divisible by the number of blocks "
+                         f"({key('gen_length')}/{key('block_length')} = {blocks})")
+    remasking, cache, threshold, factor = (options[name] for name in ("remasking", "cache", "threshold", "factor"))
+    if remasking not in REMASKING:
+        raise ValueError(f"{key('remasking')}={remasking!r} is not valid; choose one of {list(REMASKING)}")
+    for name in ("temperature", "cfg_scale"):
+        value = options[name]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{key(name)}={value!r} must be a finite number ≥ 0")
+    if cache not in CACHES:
+        raise ValueError(f"{key('cache')}={cache!r} is not valid; choose one of {list(CACHES)}")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise ValueError(f"{key('threshold')}={threshold!r} must be a confidence in (0, 1], or None (off)")
+    if factor is not None and not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"{key('factor')}={factor!r} must be a finite number > 0, or None (off)")
+    if (threshold is not None or factor is not None) and remasking != "low_confidence":
+        raise ValueError(f"{key('threshold')}/{key('factor')} decoding compares model probabilities, so it needs "
+                         f"{key('remasking')}='low_confidence', not {remasking!r}")
 
 
 @dataclass
@@ -184,6 +220,8 @@ def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None) ->
     return uniform(x0.shape, generator, x0.device)
 
 
+# The choices of ``remasking`` and ``cache`` (``kv_cache`` in recipes): recipes, ``unigrpo generate`` and the checks
+# read them from here.
 REMASKING = {"low_confidence": chosen_token_probability, "random": random_confidence}
 CACHES = ("none", "prefix", "dual")
 
@@ -349,13 +387,3 @@ def generate_text(
         completion = truncate_after_eos(completion, eos_token_id)
     return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step, forwards)
 
-
-SAMPLERS = {"text": generate_text}
-"""name → sampler; every entry has ``generate_text``'s signature and returns a ``SamplerOutput``."""
-
-
-def get_sampler(name: str):
-    """The sampler registered as ``name``; a ``ValueError`` lists the valid names."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; valid: {sorted(SAMPLERS)}")
-    return SAMPLERS[name]

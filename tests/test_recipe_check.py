@@ -47,6 +47,10 @@ def test_every_shipped_recipe_passes(name, capsys):
 def test_real_model_recipe_names_each_missing_path(capsys):
     assert main(["check", "--config", str(RECIPES / "mmada-8b-t2i.yaml")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
+    reward_lines, lines = lines[:2], lines[2:]  # the weights that reward_kwargs names (#16 item 15)
+    assert [line.split(": ")[1:3] for line in reward_lines] == [["reward_kwargs", "clip_score"],
+                                                                ["reward_kwargs", "image_reward"]]
+    assert "/ckpt/open_clip_vit_l14.safetensors" in reward_lines[0] and "ImageReward.pt" in reward_lines[1]
     assert [line.split(": ")[1] for line in lines] == ["model_name_or_path", "image_tokenizer", "dataset_name"]
     assert "Gen-Verse/MMaDA-8B-MixCoT" in lines[0] and "showlab/magvitv2" in lines[1]
     assert "/data/t2i_prompts.jsonl" in lines[2]
@@ -83,8 +87,8 @@ def test_all_type_problems_are_reported_at_once(tmp_path):
     ("per_device_train_batch_size: 12", "per_device_train_batch_size=12 (completions) is not divisible by "
                                         "num_generations=8"),
     ("loss_type: bnpo2", "loss_type='bnpo2' is not valid"),
-    ("block_length: 4", "gen_length=6 is not divisible by block_length=4"),
-    ("kv_cache: full", "cache='full' is not valid"),
+    ("block_length: 4", "max_completion_length=6 is not divisible by block_length=4"),  # the recipe's key names
+    ("kv_cache: full", "kv_cache='full' is not valid"),
 ])
 def test_impossible_combinations_are_one_line(tmp_path, line, expected):
     (found,) = problems(tmp_path, GOOD + line + "\n")
@@ -155,3 +159,20 @@ def test_command_line_overrides_are_parsed_like_trl():
                                         "--use-peft", "--output_dir=/tmp/a-b"])
     assert path == "r.yaml"
     assert values == {"seed": "3", "reward_funcs": ["a", "b"], "use_peft": "true", "output_dir": "/tmp/a-b"}
+
+
+def test_reward_kwargs_are_checked_before_any_model_loads(tmp_path):
+    """#16 item 15: an unknown argument (with the closest one), a key that is not a reward of the recipe and a
+    missing weights file are each one line; --skip-paths leaves the file to the training machine."""
+    text = (GOOD.replace("boxed_format]", "clip_score]")
+            + "reward_kwargs:\n  clip_score: {weight_path: /x.pt}\n  clip: {}\n")
+    lines = problems(tmp_path, text)
+    assert lines[0].startswith("reward_kwargs: clip_score: unknown argument 'weight_path' of make_clip_score "
+                               "(did you mean 'weights_path'?")
+    assert lines[1] == ("reward_kwargs: clip: not one of reward_funcs ['math_correctness', 'clip_score'] "
+                        "(did you mean 'clip_score'?)")
+    missing = str(tmp_path / "nope.safetensors")
+    text = text.replace("weight_path: /x.pt", f"weights_path: {missing}").replace("  clip: {}\n", "")
+    assert problems(tmp_path, text) == [
+        f"reward_kwargs: clip_score: make_clip_score: weights_path={missing!r} is not a file"]
+    assert problems(tmp_path, text, check_paths=False) == []

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rollouts import SAMPLERS, SamplerConfig, generate_text, get_sampler, num_transfer_tokens
+from rollouts import RECIPE_KEYS, SamplerConfig, generate_text, num_transfer_tokens
 from rollouts.text_sampler import gumbel_max_sample, select_commits, truncate_after_eos
 from model_helpers import sharpened
 
@@ -280,7 +280,45 @@ def test_bad_inputs_are_clear_errors(micro):
         run(micro, PROMPTS, torch.ones(2, 4), gen_length=4, block_length=4, steps=1)
 
 
-def test_sampler_registry():
-    assert get_sampler("text") is generate_text and SAMPLERS == {"text": generate_text}
-    with pytest.raises(ValueError, match=r"unknown sampler 'image'; valid: \['text'\]"):
-        get_sampler("image")
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(max_completion_length=10, block_length=4), "max_completion_length=10 is not divisible by block_length=4"),
+        (dict(max_completion_length=8, block_length=4, diffusion_steps=3), r"diffusion_steps=3 is not divisible .*"
+                                                                            r"\(max_completion_length/block_length"),
+        (dict(kv_cache="duel"), r"kv_cache='duel' is not valid; choose one of \['none', 'prefix', 'dual'\]"),
+        (dict(confidence_threshold=1.5), r"confidence_threshold=1.5 must be a confidence"),
+        (dict(confidence_factor=0.5, remasking="random"), "confidence_threshold/confidence_factor decoding"),
+    ],
+)
+def test_recipe_keys_name_the_users_option(options, message):
+    """Built from recipe / command-line keys, an error names the key the user wrote (not gen_length, cache …)."""
+    with pytest.raises(ValueError, match=message):
+        SamplerConfig.from_recipe(**options)
+    with pytest.raises(TypeError, match="unknown sampler option"):
+        SamplerConfig.from_recipe(gen_length=8)
+
+
+def test_recipe_keys_map_onto_every_field():
+    config = SamplerConfig.from_recipe(max_completion_length=8, block_length=4, diffusion_steps=4, kv_cache="dual",
+                                       confidence_threshold=0.9, temperature=0.5)
+    assert (config.gen_length, config.block_length, config.steps, config.cache, config.threshold) == (8, 4, 4, "dual", 0.9)
+    assert config.temperature == 0.5 and config.factor is None  # the rest: SamplerConfig's defaults
+    assert set(RECIPE_KEYS) == {f for f in SamplerConfig.__dataclass_fields__}
+
+
+def test_recipe_fields_are_the_sampler_options():
+    """One source: the recipe's sampler fields are exactly RECIPE_KEYS' values, with the sampler's choices."""
+    from dataclasses import fields
+
+    from rollouts import CACHES, REMASKING
+    from unigrpo.config import SamplingArguments
+
+    recipe = {f.name: f for f in fields(SamplingArguments)}
+    assert set(RECIPE_KEYS.values()) <= set(recipe)
+    assert recipe["remasking"].metadata["choices"] == list(REMASKING)
+    assert recipe["kv_cache"].metadata["choices"] == list(CACHES)
+    config = SamplingArguments(max_completion_length=6, block_length=6, diffusion_steps=6).sampler_config(0.0)
+    assert (config.gen_length, config.steps, config.cache, config.threshold, config.temperature) == (6, 6, "dual", 0.9, 0.0)
+    with pytest.raises(ValueError, match="max_completion_length=10 is not divisible by block_length=4"):
+        SamplingArguments(max_completion_length=10, block_length=4).sampler_config()

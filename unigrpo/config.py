@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from rollouts.engine import ROLLOUT_BACKENDS
+from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, SamplerConfig
 
 from .advantages import SCALE_REWARDS
 from .data_parallel import check_group_sharding, check_launch
@@ -22,16 +23,19 @@ from .masking import MASK_SCHEDULES
 from .rewarding import REWARD_ERRORS
 
 KL_REFERENCES = ("initial", "rollout")
-REMASKING = ("low_confidence", "random")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
+def _help(text: str, choices=None) -> dict:
+    """A field's metadata: its help, and its valid values when they are a fixed list (argparse checks them)."""
+    return {"help": text} if choices is None else {"help": text, "choices": list(choices)}
 
 
 @dataclass
 class SamplingArguments:
-    """Rollout sampler options (docs/design.md §4), shared by the RL and SFT configs."""
+    """Rollout sampler options (docs/design.md §4), shared by the RL and SFT configs.
+
+    The text sampler's options are ``rollouts.SamplerConfig``'s under the names of ``rollouts.RECIPE_KEYS``; their
+    checks live there, and ``unigrpo generate`` builds its options from these fields (help, type, choices)."""
 
     max_completion_length: int = field(default=64, metadata=_help("Answer canvas length L (the sampler's gen_length)."))
     block_length: int = field(default=32, metadata=_help("Semi-autoregressive block length; divides L."))
@@ -39,13 +43,14 @@ class SamplingArguments:
         default=32, metadata=_help("Denoising steps for the whole answer; split evenly over blocks.")
     )
     temperature: float = field(default=1.0, metadata=_help("Gumbel-max sampling temperature of rollouts (0 = argmax)."))
-    remasking: str = field(default="low_confidence", metadata=_help("Which tokens to commit: low_confidence | random."))
+    remasking: str = field(default="low_confidence", metadata=_help(
+        "Which masked positions each step commits: the most probable (low_confidence) or random ones.", REMASKING))
     cfg_scale: float = field(default=0.0, metadata=_help("Classifier-free guidance scale s (0 = off)."))
     kv_cache: str = field(
         default="dual",
         metadata=_help("Block KV cache of rollouts and evaluation (Fast-dLLM): none (the reference sampler) | prefix | "
                        "dual (also reuses the masked suffix). Refreshed at each block's start; the loss always runs "
-                       "the full forward."),
+                       "the full forward.", CACHES),
     )
     confidence_threshold: float | None = field(
         default=0.9,
@@ -70,19 +75,12 @@ class SamplingArguments:
     )
 
     def sampler_config(self, temperature: float | None = None):
-        from rollouts import SamplerConfig
-
-        return SamplerConfig(
-            gen_length=self.max_completion_length,
-            block_length=self.block_length,
-            steps=self.diffusion_steps,
-            temperature=self.temperature if temperature is None else temperature,
-            remasking=self.remasking,
-            cfg_scale=self.cfg_scale,
-            cache=self.kv_cache,
-            threshold=self.confidence_threshold,
-            factor=self.confidence_factor,
-        )
+        """The text sampler with these options (``temperature`` overrides the rollouts' one, e.g. for evaluation); a
+        bad value is one ValueError naming the recipe key."""
+        options = {key: getattr(self, key) for key in RECIPE_KEYS.values()}
+        if temperature is not None:
+            options["temperature"] = temperature
+        return SamplerConfig.from_recipe(**options)
 
     def image_sampler_config(self, temperature: float | None = None):
         from rollouts import ImageSamplerConfig
@@ -170,7 +168,6 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             "mask_schedule": (self.mask_schedule, sorted(MASK_SCHEDULES)),
             "likelihood_estimator": (self.likelihood_estimator, sorted(ESTIMATORS)),
             "kl_reference": (self.kl_reference, list(KL_REFERENCES)),
-            "remasking": (self.remasking, list(REMASKING)),
             "reward_errors": (self.reward_errors, list(REWARD_ERRORS)),
             "rollout_backend": (self.rollout_backend, list(ROLLOUT_BACKENDS)),
         }
@@ -210,7 +207,7 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
                              f"ray_num_gpus_per_worker={self.ray_num_gpus_per_worker} ≥ 0")
         if self.ray_max_worker_restarts < 0:
             raise ValueError(f"ray_max_worker_restarts={self.ray_max_worker_restarts} must be ≥ 0")
-        self.sampler_config()  # validates the sampler options (gen_length / block_length / steps)
+        self.sampler_config()  # validates the sampler options (max_completion_length, block_length, kv_cache, …)
         self.image_sampler_config()
 
     @property
