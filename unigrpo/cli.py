@@ -126,15 +126,16 @@ def summarise(trainer, start: float, kind: str) -> None:
 
 
 def fit(trainer, kind: str) -> int:
-    """Train, save the final model (or adapter) with its tokenizer and the log history, print a summary."""
-    from .resume import resolve_checkpoint
+    """Train, save the final model (or adapter) with its tokenizer and the log history, print a summary. A full
+    disk is one line naming what is incomplete (``unigrpo.resume.DiskFullError``)."""
+    from .resume import report_disk_full
 
     start = time.time()
-    # --resume_from_checkpoint PATH, or auto: the latest checkpoint in output_dir (a fresh start if there is none)
-    trainer.train(resume_from_checkpoint=resolve_checkpoint(trainer.args.resume_from_checkpoint,
-                                                            trainer.args.output_dir))
-    trainer.save_model(trainer.args.output_dir)
-    trainer.save_state()
+    # --resume_from_checkpoint PATH, or auto: the latest complete checkpoint in output_dir (both trainers resolve it)
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    with report_disk_full(trainer, final_save=True):
+        trainer.save_model(trainer.args.output_dir)
+        trainer.save_state()
     if trainer.is_world_process_zero():  # one summary under `accelerate launch`
         summarise(trainer, start, kind)
     if trainer.accelerator.num_processes > 1:  # leave the process group together, not at interpreter exit

@@ -33,7 +33,7 @@ from .models import load_model, load_tokenizer, resolve_mask_token_id
 from .models.image_tokenizer import load_image_tokenizer
 from .models.layouts import image_suffix, mmu_prompts, multimodal_ids, t2i_prompts
 from .plotting import TrainingCurvesCallback
-from .resume import CompleteCheckpointCallback, GracefulStopCallback
+from .resume import GracefulStopCallback, add_complete_checkpoint_callback, report_disk_full, resolve_checkpoint
 from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
 from .tasks import check_tasks, row_task
@@ -147,12 +147,20 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
             callbacks.append(AccuracyStopCallback(args.stop_at_accuracy))
         super().__init__(model=model, args=args, data_collator=self.collate, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks)
-        self.add_callback(CompleteCheckpointCallback())  # last: after every other file of a checkpoint
+        add_complete_checkpoint_callback(self)  # last: after every other file of a checkpoint
         self.ids = None
         if image_tokenizer is not None:
             image_tokenizer.to(self.args.device)
             self.ids = multimodal_ids(processing_class, image_tokenizer.codebook_size,
                                       self.model.get_input_embeddings().num_embeddings)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint`` may also be ``"auto"`` (the latest complete checkpoint in
+        output_dir, or a fresh start if there is none), as for ``UniGRPOTrainer``; a full disk while saving is one
+        ``DiskFullError`` naming the incomplete checkpoint."""
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        with report_disk_full(self):
+            return super().train(resume_from_checkpoint=checkpoint, **kwargs)
 
     def collate(self, rows: list[dict]) -> dict:
         """One group per task: left-padded prompts, answer canvases, the suffix after image answers."""

@@ -51,7 +51,8 @@ from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
 from .prompts import check_prompt_lengths, model_context_length
-from .resume import CompleteCheckpointCallback, GracefulStopCallback, ResumeStateCallback, resolve_checkpoint
+from .resume import (GracefulStopCallback, ResumeStateCallback, add_complete_checkpoint_callback, report_disk_full,
+                     resolve_checkpoint)
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .tasks import TaskRollout, TaskRunner, check_tasks, row_task
 from .training_logs import TrainingLogsMixin
@@ -251,7 +252,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         self.add_callback(self.resume_state)
         self.add_callback(GracefulStopCallback(self.accelerator))
         self.add_callback(CloseEngineCallback(self.engine))  # the grid callback still draws at train end
-        self.add_callback(CompleteCheckpointCallback())  # last: after every other file of a checkpoint
+        add_complete_checkpoint_callback(self)  # last: after every other file of a checkpoint
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._rollouts: dict[int, Rollouts] = {}
         self._micro_step = 0
@@ -259,10 +260,12 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint`` may also be ``"auto"`` (the latest checkpoint in output_dir,
-        or a fresh start if there is none). UniGRPO's own state is restored too (``unigrpo.resume``)."""
+        or a fresh start if there is none). UniGRPO's own state is restored too (``unigrpo.resume``); a full disk
+        while saving is one ``DiskFullError`` naming the incomplete checkpoint."""
         checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         self.resume_state.resume_from = checkpoint
-        return super().train(resume_from_checkpoint=checkpoint, **kwargs)
+        with report_disk_full(self):
+            return super().train(resume_from_checkpoint=checkpoint, **kwargs)
 
     # ------------------------------------------------------------------ setup helpers
     def _reward_weights(self, args) -> torch.Tensor:
