@@ -234,8 +234,9 @@ def test_init_tiny_writes_auto_loadable_folder(tmp_path):
     assert AutoTokenizer.from_pretrained(path).mask_token == "<|mdm_mask|>"
 
 
-def test_hub_ids_resolve_through_the_hub_cache_without_the_repos_code(monkeypatch, micro_model_dir):
-    """``org/name`` → ``snapshot_download`` (weights, configs, tokenizer; no ``*.py``); offline → one clear error."""
+def test_hub_ids_resolve_through_the_hub_cache_without_running_the_repos_code(monkeypatch, micro_model_dir):
+    """``org/name`` → ``snapshot_download`` (weights, configs, tokenizer, and the ``*.py`` files that saved folders
+    keep, see test_remote_code.py; the project's classes load the weights); offline → one clear error."""
     import huggingface_hub
 
     from unigrpo.models import load_model, resolve_model_path
@@ -252,8 +253,79 @@ def test_hub_ids_resolve_through_the_hub_cache_without_the_repos_code(monkeypatc
     assert resolve_model_path("GSAI-ML/LLaDA-8B-Instruct") == micro_model_dir
     assert load_model("GSAI-ML/LLaDA-8B-Instruct").config.model_type == "llada"
     repo, patterns = calls[0]
-    assert "*.safetensors" in patterns and "*.json" in patterns and not any(p.endswith(".py") for p in patterns)
-    with pytest.raises(FileNotFoundError, match="'someone/missing' is not a folder here and could not be fetched"):
+    assert {"*.safetensors", "*.json", "*.py"} <= set(patterns)
+    with pytest.raises(FileNotFoundError, match="no such model folder or hub id: 'someone/missing' is not a folder here"):
         resolve_model_path("someone/missing")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model_path("./not/a/hub/id")
+
+
+# Every field of the published ``ModelConfig`` (configuration_llada.py of LLaDA-8B / MMaDA's models/): the published
+# ``LLaDAModelLM.__init__`` reads each one from the config, so a config.json lacking any of them does not load there.
+PUBLISHED_LLADA_CONFIG_KEYS = [
+    "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "activation_type", "block_type",
+    "block_group_size", "alibi", "alibi_bias_max", "rope", "rope_full_precision", "flash_attention",
+    "attention_dropout", "multi_query_attention", "attention_layer_norm", "residual_dropout", "embedding_dropout",
+    "input_emb_norm", "layer_norm_type", "layer_norm_with_affine", "rms_norm_eps", "attention_layer_norm_with_affine",
+    "max_sequence_length", "rope_theta", "include_qkv_bias", "include_bias", "bias_for_layer_norm", "scale_logits",
+    "vocab_size", "embedding_size", "weight_tying", "eos_token_id", "pad_token_id", "mask_token_id", "init_device",
+    "init_fn", "init_std", "init_cutoff_factor", "precision",
+]
+# MMaDA's ``MMadaConfig`` adds these (modeling_mmada.py's allowed keys).
+PUBLISHED_MMADA_EXTRA_KEYS = [
+    "llm_vocab_size", "llm_model_path", "codebook_size", "num_vq_tokens", "num_new_special_tokens",
+    "gradient_checkpointing", "new_vocab_size",
+]
+
+
+@pytest.mark.parametrize("mmada", [False, True])
+def test_saved_config_has_every_key_of_the_published_config(tmp_path, mmada):
+    path = init_tiny(tmp_path / "m", preset="micro", mmada=mmada)
+    load_model(path).save_pretrained(tmp_path / "saved")
+    for folder in (path, tmp_path / "saved"):
+        saved = json.loads((folder / "config.json").read_text())
+        expected = PUBLISHED_LLADA_CONFIG_KEYS + (PUBLISHED_MMADA_EXTRA_KEYS if mmada else [])
+        assert [key for key in expected if key not in saved] == []
+        assert saved["alibi_bias_max"] == 8.0 and saved["attention_layer_norm_with_affine"] is True
+
+
+def test_shipped_checkpoints_have_every_key_of_the_published_config():
+    from unigrpo.models import builtin_checkpoints, resolve_model_path
+
+    for name in builtin_checkpoints():
+        saved = json.loads((resolve_model_path(name) / "config.json").read_text())
+        expected = PUBLISHED_LLADA_CONFIG_KEYS + (PUBLISHED_MMADA_EXTRA_KEYS if saved["model_type"] == "mmada" else [])
+        assert [key for key in expected if key not in saved] == [], name
+
+
+def test_forward_rejects_keyword_arguments_it_does_not_use(micro_model_dir):
+    model = load_model(micro_model_dir)
+    x = torch.randint(10, 100, (2, 6))
+    bias = torch.ones(2, 1, 6, 6, dtype=torch.bool)  # MMaDA's padding bias: silently dropped before
+    with pytest.raises(TypeError, match=r"'attention_bias'.*pass attention_mask \(B, T\).*accepts input_ids, "
+                                        r"attention_mask, labels, kv_cache, span_start"):
+        model(x, attention_bias=bias)
+    with pytest.raises(TypeError, match="'return_dict'"):
+        model(input_ids=x, return_dict=True)
+    assert model(input_ids=x, attention_mask=torch.ones(2, 6)).logits.shape == (2, 6, model.config.embedding_size)
+    assert model.accepts_loss_kwargs is False  # the Trainer must not hand it num_items_in_batch
+
+
+def test_import_unigrpo_registers_the_auto_classes_without_the_trainers(micro_model_dir, tmp_path):
+    """A fresh interpreter: `import unigrpo` alone lets transformers' Auto classes load llada and mmada folders."""
+    import subprocess
+    import sys
+
+    mmada = init_tiny(tmp_path / "mmada", preset="micro", mmada=True)
+    code = (
+        "import sys, unigrpo\n"
+        "from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM\n"
+        "for path in sys.argv[1:]:\n"
+        "    print(AutoConfig.from_pretrained(path).model_type, type(AutoModel.from_pretrained(path)).__name__,\n"
+        "          type(AutoModelForMaskedLM.from_pretrained(path)).__name__)\n"
+        "print(sorted(m for m in ('unigrpo.trainer', 'unigrpo.sft', 'trl', 'datasets') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(micro_model_dir), str(mmada)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:3] == ["llada LLaDAModelLM LLaDAModelLM", "mmada MMadaModelLM MMadaModelLM", "[]"]

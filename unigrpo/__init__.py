@@ -2,6 +2,11 @@
 
 __version__ = "0.1.0"
 
+# Registers `llada` / `mmada` with transformers' AutoConfig, AutoModel and AutoModelForMaskedLM, so that after
+# `import unigrpo` a folder this library saved loads with `AutoModelForMaskedLM.from_pretrained`. This imports torch
+# and transformers' model classes (not the trainers, TRL or the datasets library).
+from . import models as _models  # noqa: E402, F401
+
 _LAZY = {
     "UniGRPOConfig": "unigrpo.config",
     "UniGRPOTrainer": "unigrpo.trainer",
@@ -10,7 +15,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):  # lazy, so `import unigrpo` stays light
+def __getattr__(name):  # lazy: the trainers (TRL, datasets, accelerate) load on first use
     if name in _LAZY:
         import importlib
 

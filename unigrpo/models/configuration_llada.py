@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-# Keys of the published config that carry no meaning for this implementation but are kept for round-trips.
+# Keys of the published config that carry no meaning for this implementation but are kept for round-trips: the
+# published ``LLaDAModelLM`` (and MMaDA's, which subclasses it) reads every field of its ``ModelConfig`` from the
+# config, so a config.json without one of them fails there. Defaults are the published ones where they matter.
 _PASSTHROUGH_DEFAULTS = {
+    "alibi_bias_max": 8.0,
+    "attention_layer_norm_with_affine": True,
     "mlp_ratio": 4,
     "block_group_size": 1,
     "multi_query_attention": None,

@@ -108,15 +108,26 @@ def resolve_model_path(name_or_path: str | Path | None, image_codes: tuple[int, 
         return ASSETS / name
     if name.startswith(RANDOM_PREFIX):
         return random_init_path(name[len(RANDOM_PREFIX):], image_codes=image_codes)
-    if is_hub_id(name):
-        return _check_model_dir(hub_snapshot(name, "model"))
+    if is_hub_id(name):  # `outputs/my-model` looks like `org/name` too: a mistyped folder must read as one
+        try:
+            return _check_model_dir(hub_snapshot(name, "model"))
+        except FileNotFoundError as error:
+            from huggingface_hub import constants
+
+            cause = error.__cause__ or error
+            hub = ("is off (HF_HUB_OFFLINE=1) and has no cached copy" if constants.HF_HUB_OFFLINE
+                   else f"could not provide it ({type(cause).__name__})")
+            raise FileNotFoundError(
+                f"no such model folder or hub id: {name!r} is not a folder here and the hub {hub}; built-in "
+                f"checkpoints: {builtin_checkpoints()}") from error
     raise FileNotFoundError(
         f"model path {name!r} does not exist, is not a built-in checkpoint {builtin_checkpoints()}, a hub id "
         f"(org/name) or '{RANDOM_PREFIX}<preset>'"
     )
 
 
-HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]  # weights, configs, tokenizer; no code
+# weights, configs, tokenizer, and the repository's code files (copied into saved folders, never imported here)
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
 
 
 def is_hub_id(name: str) -> bool:
@@ -126,7 +137,8 @@ def is_hub_id(name: str) -> bool:
 
 def hub_snapshot(repo_id: str, what: str, extra_files: tuple[str, ...] = ()) -> Path:
     """The local folder of a hub repository (downloaded once into the hub cache; only the cache when offline).
-    The repository's own Python code is not downloaded: the project's classes load the weights."""
+    The project's classes load the weights; the repository's own ``.py`` files are downloaded but never imported,
+    only copied next to the weights a run saves (``remote_code.py``)."""
     from huggingface_hub import snapshot_download
 
     try:

@@ -24,6 +24,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from .block_cache import BlockKVCache
 from .configuration_llada import LLaDAConfig, MMadaConfig
+from .remote_code import copy_remote_code
 
 # Attention and MLP projections of every block, excluding the LM head (which shares the name ``ff_out``).
 LORA_TARGET_MODULES = r".*blocks\.\d+\.(q_proj|k_proj|v_proj|attn_out|ff_proj|up_proj|ff_out)"
@@ -108,6 +109,13 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["LLaDABlock"]
     _supports_sdpa = True
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, plus the code files of the checkpoint this model was loaded from
+        when its ``auto_map`` names any (``remote_code.py``), so the saved folder loads with the published code."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            copy_remote_code(self.name_or_path, save_directory)
+
     def _init_weights(self, module):
         std = self.config.init_std
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -171,6 +179,21 @@ class LLaDAModel(LLaDAPreTrainedModel):
         return self.transformer["ff_out"](x)
 
 
+FORWARD_ARGUMENTS = ("input_ids", "attention_mask", "labels", "kv_cache", "span_start")
+
+
+def reject_unused_arguments(model_name: str, unused: dict) -> None:
+    """A keyword argument the forward does not use is an error, not silently dropped: code written for MMaDA passes
+    its padding mask as ``attention_bias`` and would otherwise run without one, unnoticed."""
+    if not unused:
+        return
+    hint = ""
+    if "attention_bias" in unused:
+        hint = " (MMaDA's (B, 1, T, T) padding bias: pass attention_mask (B, T), 1 = real token, 0 = padding)"
+    raise TypeError(f"{model_name}.forward() got unexpected keyword argument(s) {', '.join(map(repr, unused))}"
+                    f"{hint}; it accepts {', '.join(FORWARD_ARGUMENTS)}")
+
+
 class LLaDAModelLM(LLaDAPreTrainedModel):
     """Masked-diffusion LM: ``model(input_ids, attention_mask=None).logits`` of shape (B, T, V).
 
@@ -197,6 +220,10 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     def get_output_embeddings(self):
         return None if self.config.weight_tying else self.model.transformer["ff_out"]
 
+    # The Trainer hands ``num_items_in_batch`` to a forward with ``**kwargs`` and then skips its own division by the
+    # accumulation steps; this forward takes no loss kwargs (its ``labels`` loss is a plain mean).
+    accepts_loss_kwargs = False
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -204,8 +231,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         labels: torch.LongTensor | None = None,
         kv_cache: BlockKVCache | None = None,
         span_start: int | None = None,
-        **kwargs,
+        **unused,
     ) -> MaskedLMOutput:
+        reject_unused_arguments(type(self).__name__, unused)
         logits = self.model(input_ids, attention_mask=attention_mask, kv_cache=kv_cache, span_start=span_start)
         loss = None
         if labels is not None:
