@@ -5,11 +5,13 @@ Built-in: ``math_correctness`` (2.0), ``think_format`` (0.5), ``boxed_format`` (
 ``sudoku`` (share of cells), ``clip_score``, ``image_reward`` (in its own environment: ``unigrpo rewards setup
 image-reward``), ``judge``. Register your own with
 ``@register_reward("name")``, name it in a recipe as ``package.module:function``, or offer it from another package
-through the ``unigrpo.rewards`` entry-point group.
+through the ``unigrpo.rewards`` entry-point group. Settings of ``clip_score``, ``image_reward`` and ``judge`` go in a
+recipe's ``reward_kwargs`` (their factories' arguments; ``UNIGRPO_<REWARD>_*`` variables are the fallback).
 """
 
 from . import clip, countdown, format, image_reward, judge, math_correctness, sudoku  # noqa: F401  (register the built-in rewards)
 from .registry import (
+    build_reward,
     call_reward,
     call_rewards_concurrently,
     completion_text,
@@ -22,6 +24,7 @@ from .registry import (
 )
 
 __all__ = [
+    "build_reward",
     "call_reward",
     "call_rewards_concurrently",
     "completion_text",

@@ -17,9 +17,11 @@ with ``weights_only=True``) for a built-in architecture (``model_name``) or for 
 open_clip's JSON format: ``embed_dim``, ``vision_cfg``, ``text_cfg``). A ``pretrained`` tag downloads, so it needs
 ``allow_download=True``. The model is loaded on first use and cached by the factory's arguments.
 
-The registered ``clip_score`` takes its arguments from the environment (``UNIGRPO_CLIP_<ARGUMENT>``, e.g.
-``UNIGRPO_CLIP_WEIGHTS_PATH=/ckpt/open_clip_model.safetensors``, ``UNIGRPO_CLIP_MODEL_CONFIG=/ckpt/config.json``);
-for anything else build one with ``make_clip_score(...)`` and name it in the recipe as ``package.module:attribute``.
+The registered ``clip_score`` is built by ``make_clip_score`` with the recipe's ``reward_kwargs: {clip_score: {...}}``
+(e.g. ``{model_name: ViT-L-14, weights_path: /ckpt/open_clip_model.safetensors}``); without them it takes its
+arguments from the environment (``UNIGRPO_CLIP_<ARGUMENT>``, e.g. ``UNIGRPO_CLIP_WEIGHTS_PATH=/ckpt/model.safetensors``,
+``UNIGRPO_CLIP_MODEL_CONFIG=/ckpt/config.json``), built once per distinct setting. From Python, pass
+``make_clip_score(...)`` itself as a reward function.
 
 This module imports neither torch nor open_clip until a score is computed.
 """
@@ -31,6 +33,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .inputs import caption_text, is_pil_image, parse_flag, parse_json_or_file, settings_from_env
@@ -82,7 +85,8 @@ def _check_source(model_name, pretrained, weights_path, model_config, allow_down
             ".safetensors/.bin/.pt file> (optionally with model_config=<open_clip config dict> for a custom "
             "architecture), or pretrained=<open_clip tag> with allow_download=True, to make_clip_score; for the "
             f"registered 'clip_score' set {ENV_PREFIX}WEIGHTS_PATH (and {ENV_PREFIX}MODEL_NAME or "
-            f"{ENV_PREFIX}MODEL_CONFIG)"
+            f"{ENV_PREFIX}MODEL_CONFIG), or give them in the recipe as reward_kwargs: {{clip_score: {{weights_path: "
+            "...}}"
         )
 
 
@@ -186,7 +190,7 @@ def make_clip_score(
     model_name: str = "ViT-B-32",
     pretrained: str | None = None,
     weights_path: str | os.PathLike | None = None,
-    model_config: dict | None = None,
+    model_config: dict | str | os.PathLike | None = None,
     device: str | None = None,
     scale: float = 1.0,
     image_column: str = "image",
@@ -198,9 +202,9 @@ def make_clip_score(
     model_name: open_clip architecture (``open_clip.list_models()``); ignored when ``model_config`` is given.
     pretrained: open_clip weight tag (e.g. ``laion2b_s34b_b79k``); downloads, so only with ``allow_download=True``.
     weights_path: local state dict / open_clip checkpoint (.safetensors, .bin, .pt, .pth).
-    model_config: custom architecture, open_clip's JSON config as a dict (``embed_dim``, ``vision_cfg``,
-        ``text_cfg``; or an ``open_clip_config.json`` dict with ``model_cfg``/``preprocess_cfg``). Without
-        ``weights_path`` its weights are random (tests only).
+    model_config: custom architecture, open_clip's JSON config as a dict or the path of its JSON file
+        (``embed_dim``, ``vision_cfg``, ``text_cfg``; or an ``open_clip_config.json`` with ``model_cfg`` /
+        ``preprocess_cfg``). Without ``weights_path`` its weights are random (tests only).
     device: where the model runs (default: cuda if available, else cpu).
     scale: multiplies the score (MMaDA's 0.1·CLIP is ``scale=0.1`` or a reward weight of 0.1).
     image_column: dataset column holding the ``mmu`` input image.
@@ -208,6 +212,10 @@ def make_clip_score(
     The model loads on the first call and is shared by every reward built with the same model arguments.
     """
     weights_path = None if weights_path is None else os.path.abspath(os.fspath(weights_path))
+    if isinstance(model_config, (str, os.PathLike)):
+        if not os.path.isfile(model_config):
+            raise ValueError(f"make_clip_score: model_config={os.fspath(model_config)!r} is not a file")
+        model_config = parse_json_or_file(os.fspath(model_config))
     _check_source(model_name, pretrained, weights_path, model_config, allow_download)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -245,7 +253,14 @@ def clip_settings_from_env(environ=os.environ) -> dict:
     return settings_from_env(ENV_PREFIX, make_clip_score, _ENV_PARSERS, environ)
 
 
-@register_reward("clip_score")
+@lru_cache(maxsize=8)
+def _clip_for(variables: tuple):
+    """The reward the ``UNIGRPO_CLIP_*`` variables describe, built once per distinct setting (not on every call)."""
+    return make_clip_score(**clip_settings_from_env(dict(variables)))
+
+
+@register_reward("clip_score", factory=make_clip_score)
 def clip_score(prompts=None, completions=(), **kwargs) -> list[float | None]:
-    """100 · cos(image, text) by CLIP, configured by ``UNIGRPO_CLIP_*`` variables (see ``clip_settings_from_env``)."""
-    return make_clip_score(**clip_settings_from_env())(prompts=prompts, completions=completions, **kwargs)
+    """100 · cos(image, text) by CLIP; settings from ``reward_kwargs`` (``make_clip_score``) or ``UNIGRPO_CLIP_*``."""
+    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    return _clip_for(variables)(prompts=prompts, completions=completions, **kwargs)

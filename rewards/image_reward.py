@@ -18,8 +18,10 @@ Weights are local: ``checkpoint`` is ``ImageReward.pt``; ``med_config`` (default
 the BLIP text-encoder config; ``tokenizer`` is BLIP's BERT tokenizer — a folder with ``vocab.txt`` (default: the
 checkpoint's folder when it has one) or a name in the Hugging Face cache (``bert-base-uncased``).
 
-The registered ``image_reward`` reads ``make_image_reward``'s arguments from ``UNIGRPO_IMAGE_REWARD_<ARGUMENT>``
-(e.g. ``UNIGRPO_IMAGE_REWARD_CHECKPOINT=/ckpt/ImageReward.pt``). This module imports neither torch nor PIL.
+The registered ``image_reward`` is built by ``make_image_reward`` with the recipe's ``reward_kwargs: {image_reward:
+{checkpoint: /ckpt/ImageReward.pt}}``; without them it reads ``make_image_reward``'s arguments from
+``UNIGRPO_IMAGE_REWARD_<ARGUMENT>`` (e.g. ``UNIGRPO_IMAGE_REWARD_CHECKPOINT=/ckpt/ImageReward.pt``), built once per
+distinct setting. This module imports neither torch nor PIL.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import queue
 import subprocess
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from .environments import environment_python, is_ready
@@ -211,7 +214,8 @@ def close_image_reward_workers() -> None:
 def _resolve_files(checkpoint, med_config, tokenizer) -> tuple[str, str, str]:
     """Absolute paths of the checkpoint, its text config and its tokenizer, each checked; one error per problem."""
     if checkpoint is None:
-        raise ValueError(f"image_reward needs checkpoint=<ImageReward.pt> (for the registered 'image_reward' set "
+        raise ValueError(f"image_reward needs checkpoint=<ImageReward.pt> (for the registered 'image_reward' give "
+                         f"reward_kwargs: {{image_reward: {{checkpoint: ...}}}} in the recipe, or set "
                          f"{ENV_PREFIX}CHECKPOINT)")
     checkpoint = Path(checkpoint).expanduser().resolve()
     if not checkpoint.is_file():
@@ -292,7 +296,15 @@ def image_reward_settings_from_env(environ=os.environ) -> dict:
     return settings_from_env(ENV_PREFIX, make_image_reward, _ENV_PARSERS, environ)
 
 
-@register_reward("image_reward")
+@lru_cache(maxsize=8)
+def _image_reward_for(variables: tuple):
+    """The reward the ``UNIGRPO_IMAGE_REWARD_*`` variables describe, built once per distinct setting."""
+    return make_image_reward(**image_reward_settings_from_env(dict(variables)))
+
+
+@register_reward("image_reward", factory=make_image_reward)
 def image_reward(prompts=None, completions=(), **kwargs) -> list[float | None]:
-    """ImageReward of each ``t2i`` image, configured by ``UNIGRPO_IMAGE_REWARD_*`` variables (``make_image_reward``)."""
-    return make_image_reward(**image_reward_settings_from_env())(prompts=prompts, completions=completions, **kwargs)
+    """ImageReward of each ``t2i`` image; settings from ``reward_kwargs`` (``make_image_reward``) or
+    ``UNIGRPO_IMAGE_REWARD_*`` variables."""
+    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    return _image_reward_for(variables)(prompts=prompts, completions=completions, **kwargs)

@@ -27,9 +27,13 @@ must be plain names — no attribute or index access, no conversions — and are
 themselves. Requests go to ``base_url`` only: http(s) only, proxies from the environment ignored, redirects not
 followed. The API key (``api_key`` or ``UNIGRPO_JUDGE_API_KEY``) is sent as a bearer token and never printed.
 
-The registered ``judge`` takes its arguments from ``UNIGRPO_JUDGE_<ARGUMENT>`` variables (see
-``judge_settings_from_env``); for anything else build one with ``make_judge(...)`` and name it in the recipe as
-``package.module:attribute``. See docs/judge.md for pointing it at ``vllm serve``.
+The registered ``judge`` is built by ``make_judge`` with the recipe's ``reward_kwargs: {judge: {base_url: ...}}``;
+without them it takes its arguments from ``UNIGRPO_JUDGE_<ARGUMENT>`` variables (see ``judge_settings_from_env``).
+Keep the API key out of recipes: ``UNIGRPO_JUDGE_API_KEY`` is read whenever ``api_key`` is not given. From Python,
+pass ``make_judge(...)`` itself as a reward function. See docs/judge.md for pointing it at ``vllm serve``.
+
+A judge says ``preflight = False``: the trainer's pre-flight call (empty answers, before any model work) does not
+send it requests that a paid endpoint would bill for, or that fail before step 1 when its server is down.
 """
 
 from __future__ import annotations
@@ -359,6 +363,7 @@ def make_judge(
 
     judge.stats = stats
     judge.url = chat_url
+    judge.preflight = False  # no requests before training (see the module docstring)
     return judge
 
 
@@ -393,7 +398,10 @@ def _judge_for(variables: tuple) -> object:
     return make_judge(**judge_settings_from_env(dict(variables)))
 
 
-@register_reward("judge")
+@register_reward("judge", factory=make_judge)
 async def judge(prompts=None, completions=(), **kwargs) -> list[float | None]:
-    """LLM-as-judge score (default in [0, 1]) from the server ``UNIGRPO_JUDGE_*`` names (see ``make_judge``)."""
+    """LLM-as-judge score (default in [0, 1]); settings: ``reward_kwargs`` (``make_judge``) or ``UNIGRPO_JUDGE_*``."""
     return await judge_from_env()(prompts=prompts, completions=completions, **kwargs)
+
+
+judge.preflight = False

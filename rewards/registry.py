@@ -5,6 +5,11 @@ the dataset's other columns as lists, and ``**kwargs``; it returns one float per
 does not apply. It may be ``async def``. Rewards are found by registered name, by ``package.module:function`` path,
 or through the ``unigrpo.rewards`` entry-point group of installed packages (loaded only when asked for by name).
 
+A reward that takes settings (weights, a server URL) declares the factory that builds it with them, as its
+``factory`` attribute (``register_reward("clip_score", factory=make_clip_score)`` sets it); ``build_reward`` calls
+that factory with a recipe's ``reward_kwargs``. A reward whose calls cost money or need a server (a judge) says
+``preflight = False``, so that the trainer's pre-flight call leaves it out.
+
 Third-party registration, in the other package's ``pyproject.toml``::
 
     [project.entry-points."unigrpo.rewards"]
@@ -21,15 +26,18 @@ import importlib
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "unigrpo.rewards"
 _REGISTRY: dict[str, Callable] = {}
 
 
-def register_reward(name: str, *, overwrite: bool = False):
-    """Decorator: ``@register_reward("my_reward")`` makes the function available to recipes by that name."""
+def register_reward(name: str, *, overwrite: bool = False, factory: Callable | None = None):
+    """Decorator: ``@register_reward("my_reward")`` makes the function available to recipes by that name.
+
+    ``factory``: the function that builds this reward with other settings (``reward_kwargs`` in a recipe); it is
+    stored as the reward's ``factory`` attribute."""
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"a reward name must be a non-empty string without ':', got {name!r}")
 
@@ -41,6 +49,10 @@ def register_reward(name: str, *, overwrite: bool = False):
                 f"a reward named {name!r} is already registered ({_REGISTRY[name]!r}); "
                 "pass overwrite=True to replace it"
             )
+        if factory is not None:
+            if not callable(factory):
+                raise TypeError(f"register_reward({name!r}, factory=...) needs a callable, got {factory!r}")
+            func.factory = factory
         _REGISTRY[name] = func
         return func
 
@@ -97,6 +109,42 @@ def get_reward(name_or_path: str) -> Callable:
     if entry_point is not None:
         _REGISTRY.setdefault(name_or_path, func)
     return func
+
+
+def unknown_arguments(factory: Callable, kwargs: Mapping) -> list[str]:
+    """One line per keyword in ``kwargs`` that ``factory`` does not take, with the closest name it does take."""
+    import difflib
+
+    params = [p.name for p in inspect.signature(factory).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    lines = []
+    for key in kwargs:
+        if key not in params:
+            close = difflib.get_close_matches(str(key), params, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            lines.append(f"unknown argument {key!r} of {factory.__name__} ({hint}valid: {', '.join(params)})")
+    return lines
+
+
+def build_reward(name_or_path: str, kwargs: Mapping) -> Callable:
+    """The reward ``name_or_path`` built by its ``factory`` with ``kwargs`` (a recipe's ``reward_kwargs`` entry).
+
+    ValueError, naming the reward: no factory, an argument the factory does not take, or the factory's own
+    complaint (a missing weights file)."""
+    func = get_reward(name_or_path)
+    factory = getattr(func, "factory", None)
+    if factory is None:
+        raise ValueError(f"reward {name_or_path!r} takes no arguments (it declares no factory): remove it from "
+                         "reward_kwargs, or build it yourself and name it as 'package.module:attribute'")
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"reward_kwargs of {name_or_path!r} must be a mapping of argument → value, got {kwargs!r}")
+    unknown = unknown_arguments(factory, kwargs)
+    if unknown:
+        raise ValueError(f"reward {name_or_path!r}: {'; '.join(unknown)}")
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"reward {name_or_path!r}: {error}") from error
 
 
 def reward_name(func: Callable) -> str:

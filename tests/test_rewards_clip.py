@@ -174,3 +174,44 @@ def test_registered_reward_reads_its_settings_from_the_environment(monkeypatch, 
     direct = make_clip_score(model_config=TINY, weights_path=trained_weights / "tiny_clip.pt", device="cpu")
     direct = direct(**kwargs)
     assert registered[1] is None and registered[0] == pytest.approx(0.1 * direct[0], rel=1e-6)
+
+
+def test_registered_reward_is_built_once_per_setting(monkeypatch, trained_weights):
+    """#16 item 15: the env-configured ``clip_score`` builds its reward once, not on every call."""
+    import functools
+
+    built = []
+
+    @functools.wraps(make_clip_score)  # the same signature: the variables are read from it
+    def counting_factory(**settings):
+        built.append(settings)
+        return make_clip_score(**settings)
+
+    monkeypatch.setattr(clip, "make_clip_score", counting_factory)
+    clip._clip_for.cache_clear()
+    monkeypatch.setenv("UNIGRPO_CLIP_WEIGHTS_PATH", str(trained_weights / "tiny_clip.pt"))
+    monkeypatch.setenv("UNIGRPO_CLIP_MODEL_CONFIG", json.dumps(TINY))
+    monkeypatch.setenv("UNIGRPO_CLIP_DEVICE", "cpu")
+    for _ in range(3):
+        call_reward(get_reward("clip_score"), prompts=["red"], completions=[square(RED)])
+    assert len(built) == 1
+    monkeypatch.setenv("UNIGRPO_CLIP_SCALE", "0.5")  # another setting: another reward
+    call_reward(get_reward("clip_score"), prompts=["red"], completions=[square(RED)])
+    assert len(built) == 2
+
+
+def test_reward_kwargs_build_clip_score_with_a_config_file(tmp_path, trained_weights):
+    """A recipe's ``reward_kwargs: {clip_score: {...}}``: the same scores as ``make_clip_score`` itself, with
+    ``model_config`` given as the path of open_clip's JSON config; a missing weights file is one clear error."""
+    from unigrpo.rewarding import resolve_reward_funcs, reward_kwargs_problems
+
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    settings = {"weights_path": str(trained_weights / "tiny_clip.pt"), "model_config": str(tmp_path / "config.json"),
+                "device": "cpu"}
+    (func,), names = resolve_reward_funcs(["clip_score"], {"clip_score": settings})
+    kwargs = dict(prompts=["red", "blue"], completions=[square(RED), square(RED)])
+    direct = make_clip_score(model_config=TINY, weights_path=trained_weights / "tiny_clip.pt", device="cpu")
+    assert names == ["clip_score"] and call_reward(func, **kwargs) == pytest.approx(direct(**kwargs), abs=1e-5)
+    missing = str(tmp_path / "nope.safetensors")
+    assert reward_kwargs_problems(["clip_score"], {"clip_score": {"weights_path": missing}}) == [
+        f"reward_kwargs: clip_score: make_clip_score: weights_path={missing!r} is not a file"]

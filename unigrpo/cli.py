@@ -45,6 +45,10 @@ class RunArguments:
         default_factory=lambda: ["math_correctness", "boxed_format"],
         metadata={"help": "Reward names (see `rewards.list_rewards()`) or `pkg.module:function` paths."},
     )
+    reward_kwargs: dict[str, dict] | None = field(default=None, metadata={
+        "help": "In the recipe, {reward name: {argument: value}}: a reward's settings, passed to its factory "
+                "(clip_score → rewards.clip.make_clip_score, judge → rewards.judge.make_judge, image_reward → "
+                "rewards.image_reward.make_image_reward)."})
 
 
 def parse_recipe(config_cls, argv):
@@ -154,7 +158,8 @@ def cmd_train(argv) -> int:
     train, test = load_splits(run_args)
     model_path = model_path_for(model_args, run_args)
     trainer = UniGRPOTrainer(model_path, run_args.reward_funcs, config, train, test,
-                             peft_config=peft_config_from(model_args), image_tokenizer=run_args.image_tokenizer)
+                             peft_config=peft_config_from(model_args), image_tokenizer=run_args.image_tokenizer,
+                             reward_kwargs=run_args.reward_kwargs)
     return fit(trainer, "UniGRPO")
 
 
@@ -167,7 +172,7 @@ def cmd_sft(argv) -> int:
     train, test = load_splits(run_args)
     model_path = model_path_for(model_args, run_args)
     return fit(MaskedSFTTrainer(model_path, config, train, test, reward_funcs=run_args.reward_funcs,
-                                image_tokenizer=run_args.image_tokenizer), "SFT")
+                                image_tokenizer=run_args.image_tokenizer, reward_kwargs=run_args.reward_kwargs), "SFT")
 
 
 def cmd_check(argv) -> int:
@@ -233,7 +238,7 @@ def cmd_eval(argv) -> int:
 
     run_args, config, _ = parse_recipe(UniGRPOConfig, ["--config", args.config])
     paths = [resolve_model_path(m) for m in args.model]  # every model path checked before any is loaded
-    funcs, names = resolve_reward_funcs(run_args.reward_funcs)
+    funcs, names = resolve_reward_funcs(run_args.reward_funcs, run_args.reward_kwargs)
     required = ["prompt", *dict.fromkeys(c for f in funcs for c in getattr(f, "required_columns", ()))]
     dataset_name = args.eval_file or run_args.dataset_name
     split = args.split or run_args.dataset_test_split or "test"

@@ -212,6 +212,7 @@ def _resource_problems(run, config, model, check_paths: bool) -> list[str]:
             close = difflib.get_close_matches(name, list_rewards(), n=1, cutoff=0.75) if ":" not in name else []
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"reward_funcs: {error}{hint}")
+    problems += _reward_kwargs_problems(run, check_paths)
     if (model.model_name_or_path is not None and not str(model.model_name_or_path).startswith("random-")
             and (check_paths or not _is_local_path(model.model_name_or_path))):
         try:
@@ -241,6 +242,14 @@ def _resource_problems(run, config, model, check_paths: bool) -> list[str]:
     if Path(config.output_dir).is_file():
         problems.append(f"output_dir: {config.output_dir!r} is a file, not a folder")
     return problems
+
+
+def _reward_kwargs_problems(run, check_paths: bool) -> list[str]:
+    """``reward_kwargs``: keys that are rewards with factories, argument names the factories take and, unless
+    ``check_paths`` is off, what the factories themselves check (weights files; no model is loaded)."""
+    from .rewarding import reward_kwargs_problems
+
+    return reward_kwargs_problems(run.reward_funcs, run.reward_kwargs, build=check_paths)
 
 
 def _adapter_problems(run, needed: list[str], problems: list[str]):

@@ -123,7 +123,7 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
     """
 
     def __init__(self, model, args: MaskedSFTConfig, train_dataset, eval_dataset=None, processing_class=None,
-                 reward_funcs=None, callbacks=None, image_tokenizer=None):
+                 reward_funcs=None, callbacks=None, image_tokenizer=None, reward_kwargs=None):
         if isinstance(image_tokenizer, (str, os.PathLike)):
             image_tokenizer = load_image_tokenizer(image_tokenizer)
         self.image_tokenizer = image_tokenizer
@@ -139,7 +139,8 @@ class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
             processing_class = processing_class or load_tokenizer(model)
             model = load_model(model)
         self.mask_token_id = resolve_mask_token_id(model, processing_class)
-        self.reward_funcs, self.reward_names = resolve_reward_funcs(reward_funcs) if reward_funcs else ([], [])
+        self.reward_funcs, self.reward_names = (resolve_reward_funcs(reward_funcs, reward_kwargs) if reward_funcs
+                                                else ([], []))
         self.draw_mask = SFT_MASKS[args.sft_noise]
         self.generator = torch.Generator().manual_seed(args.seed)
         callbacks = list(callbacks or []) + [TrainingCurvesCallback(), GracefulStopCallback()]

@@ -169,6 +169,9 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         processing_class: the tokenizer (loaded from ``model`` when it is a path).
         peft_config: a PEFT config; the reference model is then the policy with adapters disabled.
         image_tokenizer: an ``ImageTokenizer`` or its folder, needed by ``mmu`` and ``t2i`` rows.
+        reward_kwargs: {reward name: arguments of its factory} for rewards named in ``reward_funcs``, as a recipe's
+            ``reward_kwargs:`` (``{"clip_score": {"weights_path": ...}}`` → ``rewards.clip.make_clip_score``); or
+            pass the built reward itself (``make_clip_score(weights_path=...)``) in ``reward_funcs``.
     """
 
     _tag_names = ["unigrpo", "diffusion-lm"]
@@ -184,11 +187,12 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         peft_config=None,
         callbacks=None,
         image_tokenizer=None,
+        reward_kwargs=None,
     ):
         args = args or UniGRPOConfig(output_dir="outputs/unigrpo")
         if not isinstance(args, UniGRPOConfig):
             raise TypeError(f"args must be a UniGRPOConfig, got {type(args).__name__}")
-        self.reward_funcs, self.reward_names = resolve_reward_funcs(reward_funcs)
+        self.reward_funcs, self.reward_names = resolve_reward_funcs(reward_funcs, reward_kwargs)
         self.reward_weights = self._reward_weights(args)
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if dataset is not None and "prompt" not in dataset.column_names:
@@ -201,7 +205,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             if dataset is not None:
                 check_tasks(dataset, image_tokenizer, name)
-        preflight_rewards(self.reward_funcs, train_dataset)
+        preflight_rewards(self.reward_funcs, train_dataset, args.reward_errors, args.reward_timeout)
 
         if processing_class is None and not isinstance(model, (str, os.PathLike)):
             raise ValueError("processing_class (the tokenizer) is required when model is not a path")
