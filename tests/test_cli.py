@@ -173,3 +173,109 @@ def test_summary_of_a_t2i_run_reports_the_held_out_reward_and_the_image_grid(tmp
     assert "accuracy" not in out
     summarise(fake_trainer(["t2t", "t2i"]), 0.0, "UniGRPO")
     assert "  held-out accuracy: 1.000 → 1.000 (best 1.000)" in capsys.readouterr().out
+
+
+# ---- #16 items 4-6: bad data, too-long prompts and mistyped models are one line each, never a traceback ----------
+
+
+def one_error_line(capsys, command: str) -> str:
+    """The single stderr line of a command that failed on bad input (no traceback, nothing else printed)."""
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"unigrpo {command}: error: "), line
+    return line
+
+
+def test_a_zero_byte_data_file_is_one_line_in_every_command(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    recipe = RECIPES / "tiny-arith.yaml"
+    runs = {"train": ["train", "--dataset_name", str(empty)],
+            "sft": ["sft", "--config", str(RECIPES / "tiny-arith-sft.yaml"), "--dataset_name", str(empty)],
+            "eval": ["eval", "--model", "tiny-arith-sft", "--config", str(recipe), "--eval-file", str(empty)]}
+    for command, argv in runs.items():
+        assert main(argv) == 2
+        line = one_error_line(capsys, command)
+        assert f"dataset file '{empty}' is empty (0 bytes)" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("dataset_name: arith", f"dataset_name: {empty}"))
+    assert main(["check", "--config", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"{bad}: dataset_name: dataset file '{empty}' is empty (0 bytes); give one JSON object per line (.jsonl), "
+        f"a JSON list of objects (.json), or a CSV / Parquet table with a prompt column")
+
+
+def test_a_null_prompt_in_eval_names_the_line(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "1+1=", "answer": "2"}\n{"prompt": null, "answer": "3"}\n')
+    assert main(["eval", "--model", "tiny-arith-sft", "--config", str(RECIPES / "tiny-arith.yaml"),
+                 "--eval-file", str(rows)]) == 2
+    assert f"dataset file '{rows}': line 2: prompt is null" in one_error_line(capsys, "eval")
+
+
+def test_eval_checks_prompt_length_before_loading_weights(tmp_path, monkeypatch, capsys):
+    """A prompt longer than the model's context was cut and scored 0.000; now it is refused, as `train` does."""
+    import unigrpo.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights loaded before the prompt length was checked")
+
+    monkeypatch.setattr(unigrpo.models, "load_model", no_load)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "12+34=", "answer": "46"}) + "\n"
+                    + json.dumps({"prompt": "1+" * 300, "answer": "0"}) + "\n")
+    assert main(["eval", "--model", "tiny-arith-sft", "--config", str(RECIPES / "tiny-arith.yaml"),
+                 "--eval-file", str(rows)]) == 2
+    line = one_error_line(capsys, "eval")
+    assert f"dataset '{rows}'" in line and "row 1: the prompt is 600 tokens + max_completion_length 6" in line
+    assert "max_sequence_length 512" in line
+
+
+def test_eval_names_a_mistyped_local_model_folder(tmp_path, monkeypatch, capsys):
+    """`outputs/tiny-arth` looks like a hub id: the error says there is no such folder or hub id (offline here)."""
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--model", "outputs/tiny-arth", "--config", str(RECIPES / "tiny-arith.yaml")]) == 2
+    line = one_error_line(capsys, "eval")
+    assert "no such model folder or hub id: 'outputs/tiny-arth' is not a folder here" in line
+    assert "HF_HUB_OFFLINE=1" in line
+
+
+def test_eval_reports_every_recipe_problem(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((RECIPES / "tiny-arith.yaml").read_text() + "kv_cache: duel\nlora_rank: 4\n")
+    assert main(["eval", "--model", "tiny-arith-sft", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems in the recipe" in err and "(did you mean 'lora_r'?)" in err and "kv_cache='duel'" in err
+
+
+def test_train_reports_every_command_line_problem_at_once(capsys):
+    assert main(["train", "--kv_cache", "duel", "--model_name_or_path", "/nope", "--num_generations", "7"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "unigrpo train: error: 3 problems in the recipe and command line; nothing was loaded:"
+    assert [line.split(":")[1] for line in lines[1:]] == [
+        " --num_generations 7", " --kv_cache duel", " --model_name_or_path /nope"]
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    """A reward raising RuntimeError (the reward wrapper's error, JudgeError, …) or a file error is reported like a
+    ValueError; UNIGRPO_TRACEBACK=1 re-raises it; a TypeError is a bug and keeps its traceback."""
+    import unigrpo.cli as cli
+
+    def failing(error):
+        def handler(argv):
+            raise error
+        return handler
+
+    reward_error = RuntimeError("reward 'mine' failed on sample 3: ZeroDivisionError('division by zero')")
+    for error in (reward_error, PermissionError(13, "Permission denied", "/out")):
+        monkeypatch.setitem(cli.HANDLERS, "train", failing(error))
+        assert main(["train"]) == 2
+        assert one_error_line(capsys, "train") == f"unigrpo train: error: {error}"
+    monkeypatch.setitem(cli.HANDLERS, "train", failing(reward_error))
+    monkeypatch.setenv("UNIGRPO_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="failed on sample 3"):
+        main(["train"])
+    monkeypatch.delenv("UNIGRPO_TRACEBACK")
+    monkeypatch.setitem(cli.HANDLERS, "train", failing(TypeError("a bug")))
+    with pytest.raises(TypeError):
+        main(["train"])

@@ -45,3 +45,46 @@ def test_image_paths_in_a_data_file_load_as_pil_images(tmp_path):
     (tmp_path / "mmu.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     row = load_prompt_dataset(str(tmp_path / "mmu.jsonl"))[0]
     assert isinstance(row["image"], Image.Image) and row["image"].getpixel((0, 0)) == (255, 0, 0)
+
+
+BAD_FILES = [  # (file name, content, words the one error line must hold: the file's place and what is wrong)
+    ("empty.jsonl", "", ["is empty (0 bytes)"]),
+    ("empty.json", "", ["is empty (0 bytes)"]),
+    ("rows.json", "[]", ["has no rows (an empty list [])"]),
+    ("rows.json", '[{"prompt": "a"', ["not valid JSON at line 1, column 16"]),
+    ("rows.json", '[{"prompt": "a"}, 3]', ["row 1 is a number, not an object"]),
+    ("rows.jsonl", '{"prompt": "a"}\n{"prompt": "b"\n{"prompt": "c"}\n', ["line 2 is not valid JSON", '"b"']),
+    ("rows.jsonl", '{"prompt": "a"}\n\n{"prompt": null}\n', ["line 3: prompt is null"]),
+    ("rows.jsonl", '{"prompt": "a"}\n{"prompt": 3}\n', ["line 2: prompt is a number (3)"]),
+    ("rows.jsonl", '{"prompt": {"text": "a"}}\n', ["line 1: prompt is an object ({'text': 'a'})"]),
+    ("rows.jsonl", '{"prompt": [{"role": "user"}]}\n', ["line 1: prompt message 0 is not a {role, content} message"]),
+    ("rows.jsonl", '{"prompt": "a", "answer": "1"}\n\n{"prompt": "b", "answer": 2}\n',  # blank line: pandas reads it
+     ["line 3: 'answer' is a number but line 1 has text"]),
+    ("rows.csv", "prompt,answer\n,1\nx,2\n", ["row 0: prompt is null"]),
+    ("rows.csv", "prompt,answer\n", ["has no rows"]),
+]
+
+
+@pytest.mark.parametrize("name,text,expected", BAD_FILES)
+def test_a_bad_data_file_is_one_line_naming_the_file_row_and_key(tmp_path, name, text, expected):
+    """Each of these was a StopIteration, DatasetGenerationError or TypeError traceback, or a row accepted only to
+    fail later in the tokenizer (issue #16 item 4)."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError) as error:
+        load_prompt_dataset(str(path))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"dataset file {str(path)!r}")
+    for words in expected:
+        assert words in message, message
+
+
+def test_good_prompts_pass_and_blank_lines_do_not_shift_line_numbers(tmp_path):
+    chat = [{"role": "user", "content": "1+1="}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": p}) for p in ["1+1=", chat, "2+2="]))
+    assert len(load_prompt_dataset(str(path))) == 3
+    path.write_text('\n{"prompt": "a"}\n\n{"prompt": null}\n{"prompt": "b"}\n')
+    with pytest.raises(ValueError, match="line 4: prompt is null"):
+        load_prompt_dataset(str(path))
+    assert len(load_prompt_dataset(str(path), limit=1)) == 1  # only the rows used are checked

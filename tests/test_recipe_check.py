@@ -176,3 +176,43 @@ def test_reward_kwargs_are_checked_before_any_model_loads(tmp_path):
     assert problems(tmp_path, text) == [
         f"reward_kwargs: clip_score: make_clip_score: weights_path={missing!r} is not a file"]
     assert problems(tmp_path, text, check_paths=False) == []
+
+
+def test_every_problem_at_once_each_attributed_to_the_recipe_or_the_command_line(tmp_path):
+    """#16 item 6: a mistyped key no longer hides the rest, and each command-line mistake names its flag."""
+    path = recipe(tmp_path, GOOD + "learning_rat: 1e-4\n")
+    found = check_recipe(path, UniGRPOConfig, {"kv_cache": "duel", "model_name_or_path": "/nope",
+                                               "num_generations": "7"})
+    assert found[0] == f"{path}: unknown key 'learning_rat' (did you mean 'learning_rate'?)"
+    assert found[1].startswith("command line: --num_generations 7: per_device_train_batch_size=16 (completions) "
+                               "is not divisible by num_generations=7")
+    assert found[2] == ("command line: --kv_cache duel: kv_cache='duel' is not valid; choose one of "
+                        "['none', 'prefix', 'dual']")
+    assert found[3].startswith("command line: --model_name_or_path /nope: model path '/nope' does not exist")
+    assert len(found) == 4
+
+
+def test_a_problem_that_follows_from_a_rejected_value_is_not_reported(tmp_path):
+    # num_generations falls back to its default (8) for the other checks: 12 % 8 must not be reported
+    assert problems(tmp_path, GOOD + "num_generations: eight\nper_device_train_batch_size: 12\n") == [
+        "num_generations='eight' is not an integer"]
+    # block_length rejected: max_completion_length 6 against the default block_length 32 is not a second problem
+    assert problems(tmp_path, GOOD + "block_length: 4\nbeta: -1\n") == [
+        "beta=-1.0 must be ≥ 0", "max_completion_length=6 is not divisible by block_length=4"]
+
+
+def test_the_command_line_alone_is_checked_too():
+    from unigrpo.recipe_check import RecipeError, check_command_line
+
+    with pytest.raises(RecipeError) as error:
+        check_command_line(["--kv_cache", "duel", "--lora_rank", "4", "--model_name_or_path", "/nope"], UniGRPOConfig)
+    assert error.value.problems[0] == "command line: --lora_rank 4: unknown key 'lora_rank' (did you mean 'lora_r'?)"
+    flags = [line.split(":")[1] for line in error.value.problems[1:]]
+    assert flags == [" --kv_cache duel", " --model_name_or_path /nope"]
+    check_command_line(["--kv_cache", "duel", "--help"], UniGRPOConfig)  # --help: argparse prints the help
+
+
+def test_a_yaml_syntax_error_keeps_the_line_and_column(tmp_path):
+    (found,) = problems(tmp_path, "beta: 0.1\nreward_funcs: [a, b\nseed: 3\n")
+    assert found.startswith("not valid YAML at line 3, column 5: expected ',' or ']'")
+    assert found.endswith("(while parsing a flow sequence at line 2, column 15)")

@@ -203,6 +203,20 @@ def cmd_check(argv) -> int:
     return 2 if failed else 0
 
 
+def fitting_tokenizers(dataset, paths: list, completion_length: int, name: str) -> dict:
+    """Each model's tokenizer, once every text prompt + answer canvas is known to fit that model's context (read from
+    its config.json, before any weights load), as ``train`` checks: a prompt cut short would score 0, not fail."""
+    from .models import load_tokenizer
+    from .prompts import check_prompt_lengths, model_context_length
+
+    tokenizers = {}
+    for path in paths:
+        tokenizers[path] = load_tokenizer(path)
+        check_prompt_lengths(dataset, tokenizers[path], model_context_length(path), completion_length,
+                             name=f"{name} (model {str(path)!r})")
+    return tokenizers
+
+
 def cmd_eval(argv) -> int:
     parser = argparse.ArgumentParser(prog="unigrpo eval", description=(
         "Accuracy, pass@k and mean answer length of one or more models on a recipe's held-out split, with the "
@@ -232,10 +246,14 @@ def cmd_eval(argv) -> int:
     from .data import load_prompt_dataset
     from .eval_report import markdown_table, write_report
     from .evaluation import evaluate_accuracy
-    from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+    from .models import load_model, resolve_mask_token_id, resolve_model_path
     from .models.image_tokenizer import load_image_tokenizer
+    from .recipe_check import RecipeError, check_recipe
     from .rewarding import resolve_reward_funcs
 
+    problems = check_recipe(args.config, UniGRPOConfig, check_paths=False)  # its model and data: not used here
+    if problems:
+        raise RecipeError(problems)
     run_args, config, _ = parse_recipe(UniGRPOConfig, ["--config", args.config])
     paths = [resolve_model_path(m) for m in args.model]  # every model path checked before any is loaded
     funcs, names = resolve_reward_funcs(run_args.reward_funcs, run_args.reward_kwargs)
@@ -255,6 +273,7 @@ def cmd_eval(argv) -> int:
         print("unigrpo eval: warning: temperature 0 with several samples: they are all the same answer",
               file=sys.stderr)
     sampler = config.sampler_config(temperature=temperature)
+    tokenizers = fitting_tokenizers(dataset, paths, sampler.gen_length, f"dataset {str(dataset_name)!r}")
     image_tokenizer = load_image_tokenizer(run_args.image_tokenizer) if run_args.image_tokenizer else None
     settings = {"dataset": dataset_name, "split": split, "samples": args.samples, "temperature": temperature,
                 "gen_length": sampler.gen_length, "block_length": sampler.block_length, "steps": sampler.steps,
@@ -262,7 +281,7 @@ def cmd_eval(argv) -> int:
                 "accuracy_reward": config.accuracy_reward or names[0]}
     all_results = []
     for path in paths:
-        tokenizer, model = load_tokenizer(path), load_model(path)
+        tokenizer, model = tokenizers[path], load_model(path)
         results = evaluate_accuracy(
             model, tokenizer, dataset, funcs, names, sampler, resolve_mask_token_id(model, tokenizer),
             accuracy_reward=config.accuracy_reward, batch_size=config.per_device_eval_batch_size, seed=config.seed,
@@ -375,6 +394,23 @@ HANDLERS = {"init-tiny": cmd_init_tiny, "generate": cmd_generate, "check": cmd_c
             "eval": cmd_eval, "rewards": cmd_rewards}
 
 
+# What a user's input or machine causes, reported as one line without a traceback (UNIGRPO_TRACEBACK=1 shows it):
+# bad recipes, data and values (ValueError), files, disks and networks (OSError), rewards and reward servers that
+# fail (RuntimeError: the reward wrappers, JudgeError, ImageRewardError), a missing optional package (ImportError)
+# and a non-finite loss (FloatingPointError). Other exceptions (TypeError, KeyError, …) are bugs: traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError, FloatingPointError)
+
+
+def error_text(error: BaseException) -> str:
+    """The error's message; a recipe's problems one per line (a single problem stays on one line)."""
+    from .recipe_check import RecipeError
+
+    if isinstance(error, RecipeError) and len(error.problems) > 1:
+        return f"{len(error.problems)} problems in the recipe and command line; nothing was loaded:\n" + "\n".join(
+            f"  {line}" for line in error.problems)
+    return str(error) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
@@ -384,15 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return HANDLERS[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError) as error:
+    except USER_ERRORS as error:
         if os.environ.get("UNIGRPO_TRACEBACK"):
             raise
-        from .recipe_check import RecipeError
-
-        if isinstance(error, RecipeError):
-            error = f"{len(error.problems)} problem(s) in the recipe, nothing was loaded:\n" + "\n".join(
-                f"  {line}" for line in error.problems)
-        print(f"unigrpo {argv[0]}: error: {error}", file=sys.stderr)
+        print(f"unigrpo {argv[0]}: error: {error_text(error)}", file=sys.stderr)
         return 2
 
 

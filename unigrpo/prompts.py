@@ -8,6 +8,27 @@ import os
 from trl import is_conversational, maybe_apply_chat_template
 
 
+PROMPT_FORMS = "a prompt is text or a list of {role, content} messages"
+
+
+def prompt_problem(prompt) -> str | None:
+    """What is wrong with one row's prompt under TRL's conventions (plain text, or a chat: a non-empty list of
+    ``{"role": ..., "content": ...}`` messages), or None; in words for an error line."""
+    if isinstance(prompt, str):
+        return None
+    if prompt is None:
+        return f"is null; {PROMPT_FORMS}"
+    if isinstance(prompt, list) and prompt:
+        for i, message in enumerate(prompt):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                    and isinstance(message.get("content"), (str, list))):
+                return f"message {i} is not a {{role, content}} message: {str(message)[:80]}"
+        return None
+    kind = {bool: "true/false", int: "a number", float: "a number", dict: "an object", list: "an empty list"}.get(
+        type(prompt), type(prompt).__name__)
+    return f"is {kind} ({str(prompt)[:80]}); {PROMPT_FORMS}"
+
+
 def prompt_texts(prompts: list, tokenizer) -> list[str]:
     """Plain prompts as they are; chat prompts (lists of messages) through the tokenizer's chat template."""
     return [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]

@@ -1,12 +1,14 @@
 """Recipe validation before any model is loaded (docs/design.md §8): ``unigrpo check --config X``, and the first thing
 ``unigrpo train`` / ``unigrpo sft`` do.
 
-Every problem is one line naming the file and the key, and all of them are reported at once:
+Every problem is one line naming where the value was written (the recipe file, or the command line) and the key,
+and all of them are reported at once:
 
     recipes/x.yaml: unknown key 'learning_rat' (did you mean 'learning_rate'?)
     recipes/x.yaml: num_generations='eight' is not an integer
     recipes/x.yaml: reward_funcs: unknown reward 'corectness' (did you mean 'math_correctness'?)
-    recipes/x.yaml: per_device_train_batch_size=10 (completions) is not divisible by num_generations=8
+    command line: --kv_cache duel: kv_cache='duel' is not valid; choose one of ['none', 'prefix', 'dual']
+    command line: --num_generations 7: per_device_train_batch_size=16 (completions) is not divisible by …
 
 Checked: unknown keys, value types, the configs' own option checks (impossible combinations), reward names, the
 model and image-tokenizer paths (a folder with ``config.json``, a shipped name or ``random-<preset>``), the dataset
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -130,7 +133,7 @@ def read_recipe(path) -> dict:
     except OSError as error:
         raise RecipeError([f"{path}: cannot read the recipe ({error.strerror or error})"]) from None
     except yaml.YAMLError as error:
-        raise RecipeError([f"{path}: not valid YAML ({str(error).splitlines()[0]})"]) from None
+        raise RecipeError([f"{path}: {_yaml_problem(error)}"]) from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -138,46 +141,127 @@ def read_recipe(path) -> dict:
     return values
 
 
-def check_recipe(path, config_cls, overrides: dict | None = None, check_paths: bool = True) -> list[str]:
-    """Every problem of the recipe at ``path`` (plus command-line ``overrides``) for ``config_cls``; [] if none.
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's own words, with its line and column (1-based, as editors count)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context:
+        what += f" ({context}" + (f" at line {context_mark.line + 1}, column {context_mark.column + 1})"
+                                  if context_mark else ")")
+    return f"not valid YAML{where}: {what}"
 
-    ``check_paths=False`` skips what lives only on the training machine: the model, image tokenizer and dataset
-    files (built-in names and rewards are still checked)."""
+
+def check_recipe(path, config_cls, overrides: dict | None = None, check_paths: bool = True) -> list[str]:
+    """Every problem of the recipe at ``path`` (None: no recipe file) plus command-line ``overrides`` for
+    ``config_cls``; [] if none. Each line names where the value was written: the recipe file, or ``command line:
+    --key value``.
+
+    All problems at once: a value that is unknown, mistyped or rejected is left out (its default stands in) and the
+    other checks still run; only a check that depends on a rejected value is skipped. ``check_paths=False`` skips
+    what lives only on the training machine: the model, image tokenizer and dataset files (built-in names and
+    rewards are still checked)."""
+    overrides = overrides or {}
     try:
-        values = {**read_recipe(path), **(overrides or {})}
+        values = {**(read_recipe(path) if path is not None else {}), **overrides}
     except RecipeError as error:
         return error.problems
-    where = str(path)
     classes = argument_classes(config_cls)
+    typed, problems = _typed_values(values, classes)
+    bad = {key for keys, _ in problems for key in keys}
+    built = _build_arguments(classes, typed, bad, problems)
+    if built is not None:
+        for line in dict.fromkeys(_resource_problems(*built, check_paths)):
+            key = line.partition(": ")[0]
+            if not _DEPENDS.get(key, {key}) & bad:
+                problems.append(((key,), line))
+    return [_located(keys, message, path, overrides) for keys, message in problems]
+
+
+def _typed_values(values: dict, classes) -> tuple[dict, list]:
+    """The values converted to their fields' types, and a (keys, message) problem for each unknown or mistyped one."""
     known = {}
     for cls in classes:
         known.update(field_types(cls))
-    problems, typed = [], {}
+    typed, problems = {}, []
     for key, value in values.items():
         if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}: unknown key {key!r}{hint}")
+            problems.append(((key,), f"unknown key {key!r}{_did_you_mean(key, known)}"))
             continue
         try:
             typed[key] = coerce(value, known[key])
         except ValueError:
-            problems.append(f"{where}: {key}={value!r} is not {_type_words(known[key])}")
-    if problems:
-        return problems  # the checks below need well-typed values
+            problems.append(((key,), f"{key}={value!r} is not {_type_words(known[key])}"))
+    return typed, problems
 
-    built = {}
+
+def _did_you_mean(key: str, known) -> str:
+    """The nearest known key, from the key's own family first (``lora_rank`` → ``lora_r``, not ``local_rank``)."""
+    family = [k for k in known if "_" in key and k.split("_")[0] == key.split("_")[0]]
+    close = (difflib.get_close_matches(key, family, n=1, cutoff=0.6)
+             or difflib.get_close_matches(key, list(known), n=1, cutoff=0.75))
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_arguments(classes, typed: dict, bad: set, problems: list) -> tuple | None:
+    """The argument objects (run arguments, config, ModelConfig) from the well-typed values; None if a class fails
+    even with its defaults.
+
+    The classes' own checks stop at the first bad value, so each rejected value is recorded, left out (its default
+    stands in) and the class built again, until it builds. A problem that names a value already rejected is not
+    reported: it follows from the first."""
+    values = _without_hardware_checks(typed)
+    built = []
     for cls in classes:
-        own = {k: v for k, v in _without_hardware_checks(typed).items() if k in field_types(cls)}
-        try:
-            built[cls] = cls(**own)
-        except (ValueError, TypeError) as error:
-            problems.append(f"{where}: {error}")
-    if problems:
-        return problems
-    run, config, model = (built[cls] for cls in classes)
-    problems += [f"{where}: {p}" for p in dict.fromkeys(_resource_problems(run, config, model, check_paths))]
-    return problems
+        own = {k: v for k, v in values.items() if k in field_types(cls)}
+        while True:
+            try:
+                built.append(cls(**own))
+                break
+            except (ValueError, TypeError) as error:
+                message = _user_words(str(error))
+                named = _keys_named(message)
+                given = [k for k in named if k in own]
+                if not set(named) & bad:
+                    problems.append((tuple(given), message))
+                if not own:
+                    return None
+                bad.update(given or own)
+                own = {k: v for k, v in own.items() if k not in bad}
+    return tuple(built)
+
+
+def _keys_named(message: str) -> list[str]:
+    """The keys an option check's message names (``num_generations=7``, ``--load_best_model_at_end``), in order."""
+    return list(dict.fromkeys(a or b for a, b in re.findall(r"--([a-z]\w*)|\b([a-z]\w*)=", message)))
+
+
+def _user_words(message: str) -> str:
+    """An option check's message with the recipe's key names (the image sampler says ``image steps=``)."""
+    return re.sub(r"\bimage (steps|temperature|cfg_scale)=", r"image_\1=", message)
+
+
+# a resource check (the line's leading key) → the keys whose values it reads; skipped when one of them was rejected
+_DEPENDS = {
+    "dataset_name": {"dataset_name", "dataset_adapter", "dataset_train_split", "dataset_test_split", "train_limit",
+                     "eval_limit", "reward_funcs", "prompt_format", "thinking_prompt", "image_tokenizer"},
+    "reward_funcs": {"reward_funcs", "dataset_name", "dataset_adapter"},
+    "reward_kwargs": {"reward_kwargs", "reward_funcs"},
+}
+
+
+def _located(keys: tuple, message: str, path, overrides: dict) -> str:
+    """One problem line, prefixed with where its value was written: the recipe file, or the command line."""
+    on_command_line = [key for key in keys if key in overrides]
+    if on_command_line or path is None:
+        if not on_command_line:
+            return f"command line: {message}"
+        key = on_command_line[0]
+        value = overrides[key]
+        shown = " ".join(map(str, value)) if isinstance(value, list) else value
+        return f"command line: --{key} {shown}: {message.removeprefix(f'{key}: ')}"
+    return f"{path}: {message}"
 
 
 def _without_hardware_checks(values: dict) -> dict:
@@ -290,10 +374,11 @@ def overrides_from_argv(argv: list[str]) -> tuple[str | None, dict]:
 
 
 def check_command_line(argv: list[str], config_cls) -> None:
-    """``RecipeError`` listing every problem of a ``train`` / ``sft`` command line, before any model is loaded."""
+    """``RecipeError`` listing every problem of a ``train`` / ``sft`` command line (its recipe and its overrides),
+    before any model is loaded."""
+    if "-h" in argv or "--help" in argv:
+        return
     path, overrides = overrides_from_argv(argv)
-    if path is None:
-        return  # no recipe file: argparse checks the command-line keys and types itself
     problems = check_recipe(path, config_cls, overrides)
     if problems:
         raise RecipeError(problems)

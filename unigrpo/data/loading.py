@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 
 from ..models.loading import is_hub_id
 from .adapters import ADAPTERS, HUB_IDS, adapt, adapter_for, load_hub_split
 from .arith import make_arith_dataset
+from .files import FORMATS as _FORMATS
+from .files import check_prompts, read_data_file
 from .shapes import make_shapes_dataset
 
 BUILTIN = {
@@ -22,7 +24,6 @@ BUILTIN = {
     "shapes-images": lambda split: make_shapes_dataset(split, per_caption=80 if split == "train" else 1,
                                                        with_images=True),
 }
-_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def local_data_file(path: Path, split: str) -> Path:
@@ -39,18 +40,19 @@ def local_data_file(path: Path, split: str) -> Path:
 
 def load_prompt_dataset(name: str, split: str = "train", limit: int | None = None, required=("prompt",),
                         adapter: str | None = None, thinking: bool = False, prompt_format: str = "chat") -> Dataset:
-    """The rows of one split, adapted when an adapter applies; checks that the ``required`` columns are present.
+    """The rows of one split, adapted when an adapter applies; checks that the ``required`` columns are present
+    and that every prompt is text or a chat (one line naming the file, line or row, and key, when not).
 
     ``adapter`` names the schema of a local file or hub id; without it, ``name`` picks one when it is an adapter's
     name or hub id. ``thinking`` / ``prompt_format`` shape adapted prompts (MMaDA's thinking instruction; chat or
     plain)."""
-    path = Path(name)
+    path, file = Path(name), None
     found = adapter_for(name, adapter) if name not in BUILTIN or adapter else None
     if name in BUILTIN and not adapter:
         dataset = BUILTIN[name](split=split)
     elif path.exists():
         file = local_data_file(path, split)
-        dataset = load_dataset(_FORMATS[file.suffix], data_files=str(file), split="train")
+        dataset = read_data_file(file)
     elif found is not None and (name in HUB_IDS or name == found.name or is_hub_id(name)):
         hub_id = None if name in HUB_IDS or name == found.name else name
         dataset = load_hub_split(found, split, hub_id)
@@ -68,4 +70,6 @@ def load_prompt_dataset(name: str, split: str = "train", limit: int | None = Non
     missing = [c for c in required if c not in dataset.column_names]
     if missing:
         raise ValueError(f"dataset {name!r} has no column(s) {missing}; it has {dataset.column_names}")
+    if "prompt" in dataset.column_names:
+        check_prompts(dataset, name, file)
     return dataset
