@@ -108,6 +108,8 @@ def make_math_correctness(
         raise ValueError(f"correct_reward must be finite, got {correct_reward!r}")
 
     def math_correctness(prompts=None, completions=(), **kwargs) -> list[float | None]:
+        """``correct_reward`` (2.0) if the final answer (``\\boxed{}`` first) equals the ``answer`` column, checked
+        symbolically by math-verify; else 0 (None for an image or a row without a reference)."""
         if answer_column not in kwargs:
             raise ValueError(
                 f"math_correctness needs the dataset column {answer_column!r} (the reference answer); "

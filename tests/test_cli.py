@@ -82,6 +82,8 @@ def test_sft_train_eval_pipeline(tmp_path, micro_model_dir, capsys):
     sft_recipe.write_text(SFT_RECIPE.format(model=micro_model_dir, out=tmp_path / "sft"))
     assert main(["sft", "--config", str(sft_recipe)]) == 0
     assert (tmp_path / "sft" / "model.safetensors").is_file()
+    settings = json.loads((tmp_path / "sft" / "unigrpo_sampler.json").read_text())["sampler"]  # generate's defaults
+    assert (settings["max_completion_length"], settings["diffusion_steps"], settings["temperature"]) == (6, 6, 0.0)
 
     rl_recipe = tmp_path / "rl.yaml"
     rl_recipe.write_text(RL_RECIPE.format(model=tmp_path / "sft", out=tmp_path / "rl"))
@@ -173,6 +175,119 @@ def test_summary_of_a_t2i_run_reports_the_held_out_reward_and_the_image_grid(tmp
     assert "accuracy" not in out
     summarise(fake_trainer(["t2t", "t2i"]), 0.0, "UniGRPO")
     assert "  held-out accuracy: 1.000 → 1.000 (best 1.000)" in capsys.readouterr().out
+
+
+# ---- help, rewards list and generate's options (#16 items 5, 6, 7, 11, 16) ----------------------------------------
+
+
+def test_top_level_help_lists_each_command_on_one_line(capsys):
+    from unigrpo.cli import COMMANDS
+
+    assert main(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in COMMANDS:
+        (line,) = [line for line in lines if line.startswith(f"  {name} ")]
+        assert len(line.split()) > 3, line  # the command, then what it does
+    assert any(line.startswith("  train     UniGRPO on a recipe") for line in lines)
+
+
+@pytest.mark.parametrize("command,own", [("train", "UniGRPO keys"), ("sft", "SFT keys")])
+def test_train_and_sft_help_explain_recipes_then_group_every_key(command, own, capsys):
+    import dataclasses
+
+    from unigrpo.config import UniGRPOConfig
+    from unigrpo.recipe_check import argument_classes
+    from unigrpo.sft import MaskedSFTConfig
+
+    assert main([command, "--config", "recipes/whatever.yaml", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: unigrpo {command} --config RECIPE [--key value ...]\n")
+    headings = ["A recipe is a YAML file", f"\n{own}:", "\nsampling keys", "\nreward keys", "\nmodel and LoRA keys",
+                "\ndata keys", "\nTrainer keys"]
+    positions = [out.index(h) for h in headings]
+    assert positions == sorted(positions)  # recipes and overrides first, then the groups in this order
+    config_cls = UniGRPOConfig if command == "train" else MaskedSFTConfig
+    keys = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    expected = {f.name for cls in argument_classes(config_cls) for f in dataclasses.fields(cls) if f.init}
+    assert sorted(keys) == sorted(f"--{name}" for name in expected)  # every key, once
+    assert "  --kv_cache  (default dual)" in out and "  --reward_funcs  (default [math_correctness, boxed_format])" in out
+    sampling, rewards = out[positions[2]:positions[3]], out[positions[3]:positions[4]]
+    assert "--max_completion_length" in sampling and "--accuracy_reward" in rewards and "--reward_funcs" in rewards
+
+
+def test_rewards_list_describes_each_reward(capsys):
+    import rewards
+
+    assert main(["rewards", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == rewards.list_rewards()
+    for line in lines:
+        assert len(line.split(maxsplit=1)[1]) > 20 and "no description" not in line, line
+    assert "math-verify" in next(line for line in lines if line.startswith("math_correctness "))
+
+
+def test_generate_options_are_the_recipes_sampler_keys():
+    """One source: generate's sampler options are SamplingArguments' fields (names, choices), with the README's
+    --gen_length / --steps as aliases; an option not given stays unset (so the model folder's value applies)."""
+    from rollouts import CACHES, RECIPE_KEYS
+    from unigrpo.generate_cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["--model", "m", "--prompt", "p", "--gen_length", "8", "--steps", "4",
+                              "--confidence_threshold", "none"])
+    assert (args.max_completion_length, args.diffusion_steps, args.confidence_threshold) == (8, 4, None)
+    assert not hasattr(args, "kv_cache") and not hasattr(args, "block_length")
+    options = {a.dest: a for a in parser._actions if a.dest in RECIPE_KEYS.values()}
+    assert sorted(options) == sorted(RECIPE_KEYS.values()) and list(options["kv_cache"].choices) == list(CACHES)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "m", "--prompt", "p", "--kv_cache", "duel"])
+
+
+def test_generate_takes_its_defaults_from_the_model_folder(tmp_path, capsys):
+    """The shipped tiny model records the settings it was evaluated with (6-token canvas, one block, 6 steps);
+    generate answers 12+34= right with them, and wrongly with the sampler's generic defaults (64 tokens)."""
+    import shutil
+
+    from unigrpo.generate_cli import sampler_options
+    from unigrpo.models import resolve_model_path
+    from unigrpo.sampler_settings import SETTINGS_FILE, read_sampler_settings
+
+    shipped = resolve_model_path("tiny-arith-sft")
+    recorded = read_sampler_settings(shipped)
+    assert recorded["max_completion_length"] == recorded["block_length"] == recorded["diffusion_steps"] == 6
+    assert main(["generate", "--model", "tiny-arith-sft", "--prompt", "12+34="]) == 0
+    assert capsys.readouterr().out.strip() == "\\boxed{46}"
+
+    bare = tmp_path / "bare"
+    shutil.copytree(shipped, bare, ignore=shutil.ignore_patterns(SETTINGS_FILE))
+    assert main(["generate", "--model", str(bare), "--prompt", "12+34="]) == 0
+    assert capsys.readouterr().out.strip() != "\\boxed{46}"
+
+    options = sampler_options({"max_completion_length": 12, "block_length": 12}, recorded)  # the command line wins
+    assert (options["max_completion_length"], options["diffusion_steps"], options["kv_cache"]) == (12, 6, "dual")
+    assert sampler_options({"max_completion_length": 8, "block_length": 4}, {})["diffusion_steps"] == 4
+
+
+def test_generate_checks_prompt_length_before_loading_weights(monkeypatch, capsys):
+    import unigrpo.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights loaded before the prompt length was checked")
+
+    monkeypatch.setattr(unigrpo.models, "load_model", no_load)
+    assert main(["generate", "--model", "tiny-arith-sft", "--prompt", "1+" * 300]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unigrpo generate: error: --prompt row 0: the prompt is 600 tokens")
+    assert "max_sequence_length 512" in err and "Traceback" not in err
+
+
+def test_generate_names_a_mistyped_local_folder(tmp_path, monkeypatch, capsys):
+    """`outputs/tiny-arth` looks like a hub id (org/name): the error is the clean 'no such model' line."""
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--model", "outputs/tiny-arth", "--prompt", "1+2="]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no such model" in line and "'outputs/tiny-arth'" in line
 
 
 # ---- #16 items 4-6: bad data, too-long prompts and mistyped models are one line each, never a traceback ----------

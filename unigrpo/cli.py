@@ -17,7 +17,15 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-COMMANDS = ("init-tiny", "generate", "check", "sft", "train", "eval", "rewards")
+COMMANDS = {  # name → what it does: the lines of `unigrpo --help`
+    "train": "UniGRPO on a recipe (a YAML file of keys, each overridable as --key value)",
+    "sft": "masked-diffusion SFT on a recipe: the cold start before RL",
+    "eval": "accuracy, pass@k and answer length of models on a recipe's held-out split",
+    "check": "validate recipes without loading a model",
+    "generate": "sample answers to prompts from a model",
+    "rewards": "list the rewards with what each scores; set up a reward's own environment",
+    "init-tiny": "write a random tiny model and tokenizer",
+}
 
 
 @dataclass
@@ -35,7 +43,8 @@ class RunArguments:
         "help": "Adapted prompts as a chat (one user message, chat template) or plain text.",
         "choices": ["chat", "plain"]})
     dataset_train_split: str = field(default="train", metadata={"help": "Split of a built-in task to train on."})
-    dataset_test_split: str | None = field(default="test", metadata={"help": "Held-out split (None: no eval)."})
+    dataset_test_split: str | None = field(default="test", metadata={
+        "help": "Held-out split, evaluated every eval_steps (null: no held-out evaluation)."})
     train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training prompts."})
     eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N held-out prompts."})
     image_tokenizer: str | None = field(
@@ -43,7 +52,7 @@ class RunArguments:
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["math_correctness", "boxed_format"],
-        metadata={"help": "Reward names (see `rewards.list_rewards()`) or `pkg.module:function` paths."},
+        metadata={"help": "Reward names (`unigrpo rewards list`) or `pkg.module:function` paths."},
     )
     reward_kwargs: dict[str, dict] | None = field(default=None, metadata={
         "help": "In the recipe, {reward name: {argument: value}}: a reward's settings, passed to its factory "
@@ -133,6 +142,7 @@ def fit(trainer, kind: str) -> int:
     """Train, save the final model (or adapter) with its tokenizer and the log history, print a summary. A full
     disk is one line naming what is incomplete (``unigrpo.resume.DiskFullError``)."""
     from .resume import report_disk_full
+    from .sampler_settings import save_sampler_settings
 
     start = time.time()
     # --resume_from_checkpoint PATH, or auto: the latest complete checkpoint in output_dir (both trainers resolve it)
@@ -140,6 +150,7 @@ def fit(trainer, kind: str) -> int:
     with report_disk_full(trainer, final_save=True):
         trainer.save_model(trainer.args.output_dir)
         trainer.save_state()
+        save_sampler_settings(trainer)  # unigrpo_sampler.json: `unigrpo generate`'s defaults for this model
     if trainer.is_world_process_zero():  # one summary under `accelerate launch`
         summarise(trainer, start, kind)
     if trainer.accelerator.num_processes > 1:  # leave the process group together, not at interpreter exit
@@ -148,11 +159,19 @@ def fit(trainer, kind: str) -> int:
     return 0
 
 
+def wants_help(argv) -> bool:
+    return "-h" in argv or "--help" in argv
+
+
 def cmd_train(argv) -> int:
     from .config import UniGRPOConfig
     from .recipe_check import check_command_line
     from .trainer import UniGRPOTrainer
 
+    if wants_help(argv):  # recipes first, then the keys grouped (not the parser's 200-option usage line)
+        from .recipe_help import print_recipe_help
+
+        return print_recipe_help("train", UniGRPOConfig, "UniGRPO")
     check_command_line(argv, UniGRPOConfig)  # every recipe problem at once, before any model is loaded
     run_args, config, model_args = parse_recipe(UniGRPOConfig, argv)
     train, test = load_splits(run_args)
@@ -167,6 +186,10 @@ def cmd_sft(argv) -> int:
     from .recipe_check import check_command_line
     from .sft import MaskedSFTConfig, MaskedSFTTrainer
 
+    if wants_help(argv):
+        from .recipe_help import print_recipe_help
+
+        return print_recipe_help("sft", MaskedSFTConfig, "SFT")
     check_command_line(argv, MaskedSFTConfig)
     run_args, config, model_args = parse_recipe(MaskedSFTConfig, argv)
     train, test = load_splits(run_args)
@@ -301,45 +324,9 @@ def cmd_eval(argv) -> int:
 
 
 def cmd_generate(argv) -> int:
-    parser = argparse.ArgumentParser(prog="unigrpo generate", description="Sample an answer from a diffusion LM.")
-    parser.add_argument("--model", required=True, help="model folder (or a built-in checkpoint name)")
-    parser.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user message (chat template)")
-    parser.add_argument("--gen_length", type=int, default=64)
-    parser.add_argument("--block_length", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=None, help="default: gen_length / 2 (2 tokens per step)")
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
-    parser.add_argument("--cfg_scale", type=float, default=0.0)
-    parser.add_argument("--kv_cache", default="none", choices=["none", "prefix", "dual"],
-                        help="block KV cache (Fast-dLLM)")
-    parser.add_argument("--confidence_threshold", type=float, default=None,
-                        help="threshold decoding: commit every masked position above this confidence")
-    parser.add_argument("--confidence_factor", type=float, default=None, help="factor-based parallel decoding")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    from .generate_cli import cmd_generate as generate  # options built from the recipe's sampler fields
 
-    from rollouts import LocalEngine, SamplerConfig
-
-    from .models import load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
-
-    sampler = SamplerConfig(
-        gen_length=args.gen_length, block_length=args.block_length,
-        steps=args.steps if args.steps is not None else max(args.gen_length // 2, 1),
-        temperature=args.temperature, remasking=args.remasking, cfg_scale=args.cfg_scale, cache=args.kv_cache,
-        threshold=args.confidence_threshold, factor=args.confidence_factor,
-    )
-    model_path = resolve_model_path(args.model)
-    tokenizer, model = load_tokenizer(model_path), load_model(model_path)
-    prompts = args.prompt
-    if args.chat:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                 add_generation_prompt=True) for p in prompts]
-    engine = LocalEngine(model, tokenizer, resolve_mask_token_id(model, tokenizer))
-    batch = engine.generate(prompts, sampler, seed=args.seed)
-    for completion in batch.completions:
-        print(completion)
-    return 0
+    return generate(argv)
 
 
 def cmd_init_tiny(argv) -> int:
@@ -364,6 +351,18 @@ def cmd_init_tiny(argv) -> int:
     return 0
 
 
+def reward_description(name: str) -> str:
+    """One line on what a reward scores: its ``description`` attribute, else its docstring's first paragraph."""
+    from rewards.registry import get_reward
+
+    try:
+        func = get_reward(name)
+    except ValueError as error:  # a third-party entry point that fails to load
+        return f"(does not load: {error})"
+    text = getattr(func, "description", None) or (func.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(text.replace("``", "").split()) or "(no description)"  # reST quotes off for a terminal
+
+
 def cmd_rewards(argv) -> int:
     parser = argparse.ArgumentParser(prog="unigrpo rewards", description="List rewards; set up reward environments.")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -379,7 +378,9 @@ def cmd_rewards(argv) -> int:
     from rewards.environments import RewardEnvironmentError, setup_environment
 
     if args.action == "list":
-        print("\n".join(rewards.list_rewards()))
+        names = rewards.list_rewards()
+        width = max(map(len, names))
+        print("\n".join(f"{name:<{width}}  {reward_description(name)}" for name in names))
         return 0
     try:
         python = setup_environment(args.environment, args.path, force=args.force)
@@ -411,12 +412,19 @@ def error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def usage() -> str:
+    """``unigrpo --help``: one line per command."""
+    lines = ["usage: unigrpo COMMAND [options]      (unigrpo COMMAND --help for each command's options)", "",
+             "commands:"]
+    return "\n".join(lines + [f"  {name:<9} {what}" for name, what in COMMANDS.items()])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in HANDLERS:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unigrpo: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
-        print("usage: unigrpo {" + ",".join(COMMANDS) + "} [options]   (unigrpo COMMAND --help for each)")
+        print(usage())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return HANDLERS[argv[0]](argv[1:])

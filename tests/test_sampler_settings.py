@@ -1,0 +1,56 @@
+"""unigrpo/sampler_settings.py: the sampler settings saved next to a model, read back as generate's defaults."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rollouts import RECIPE_KEYS
+from unigrpo.config import SamplingArguments
+from unigrpo.sampler_settings import SETTINGS_FILE, read_sampler_settings, save_sampler_settings
+
+
+def stand_in_trainer(output_dir, main_process=True, **options):
+    args = SamplingArguments(**options)
+    args.output_dir = str(output_dir)
+    return SimpleNamespace(args=args, is_world_process_zero=lambda: main_process)
+
+
+def test_saved_settings_are_the_evaluation_sampler_under_recipe_keys(tmp_path):
+    save_sampler_settings(stand_in_trainer(tmp_path, max_completion_length=6, block_length=6, diffusion_steps=6,
+                                           temperature=1.0, eval_temperature=0.0))
+    settings = read_sampler_settings(tmp_path)
+    assert set(settings) == set(RECIPE_KEYS.values())
+    assert (settings["max_completion_length"], settings["diffusion_steps"], settings["kv_cache"]) == (6, 6, "dual")
+    assert settings["temperature"] == 0.0  # the evaluation's temperature, not the rollouts' 1.0
+
+
+def test_only_the_main_process_writes(tmp_path):
+    save_sampler_settings(stand_in_trainer(tmp_path, main_process=False))
+    assert not (tmp_path / SETTINGS_FILE).exists() and read_sampler_settings(tmp_path) == {}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "not a sampler-settings file"),
+    ('{"other": 1}', "not a sampler-settings file"),
+    ('{"sampler": [6]}', "'sampler' must be a mapping"),
+    ('{"sampler": {"gen_length": 6}}', r"unknown sampler option\(s\) \['gen_length'\]"),
+])
+def test_a_malformed_file_is_one_error_naming_it(tmp_path, text, message):
+    (tmp_path / SETTINGS_FILE).write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        read_sampler_settings(tmp_path)
+    assert str(tmp_path / SETTINGS_FILE) in str(error.value)
+
+
+def test_the_shipped_tiny_model_records_the_demo_recipes_settings():
+    import yaml
+
+    from unigrpo.models import resolve_model_path
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parent.parent / "recipes" / "tiny-arith.yaml").read_text())
+    settings = json.loads((resolve_model_path("tiny-arith-sft") / SETTINGS_FILE).read_text())["sampler"]
+    for key in ("max_completion_length", "block_length", "diffusion_steps", "kv_cache", "confidence_threshold"):
+        assert settings[key] == recipe[key], key
+    assert settings["temperature"] == recipe["eval_temperature"]
