@@ -52,7 +52,8 @@ def block(c):
     return nn.ModuleDict(dict(
         attn_norm=Norm(d), q_proj=linear(d, d), k_proj=linear(d, c.n_kv_heads * hd),
         v_proj=linear(d, c.n_kv_heads * hd), attn_out=linear(d, d), ff_norm=Norm(d),
-        ff_proj=linear(d, c.mlp_hidden_size), up_proj=linear(d, c.mlp_hidden_size), ff_out=linear(c.mlp_hidden_size, d)))
+        ff_proj=linear(d, c.mlp_hidden_size), up_proj=linear(d, c.mlp_hidden_size),
+        ff_out=linear(c.mlp_hidden_size, d)))
 
 
 class LLaDAModelLM(PreTrainedModel):
