@@ -210,7 +210,8 @@ def test_train_and_sft_help_explain_recipes_then_group_every_key(command, own, c
     keys = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
     expected = {f.name for cls in argument_classes(config_cls) for f in dataclasses.fields(cls) if f.init}
     assert sorted(keys) == sorted(f"--{name}" for name in expected)  # every key, once
-    assert "  --kv_cache  (default dual)" in out and "  --reward_funcs  (default [math_correctness, boxed_format])" in out
+    assert "  --kv_cache  (default dual)" in out
+    assert "  --reward_funcs  (default [math_correctness, boxed_format])" in out
     sampling, rewards = out[positions[2]:positions[3]], out[positions[3]:positions[4]]
     assert "--max_completion_length" in sampling and "--accuracy_reward" in rewards and "--reward_funcs" in rewards
 

@@ -38,7 +38,8 @@ def add_sampler_options(parser: argparse.ArgumentParser) -> None:
     fields = {f.name: f for f in dataclasses.fields(SamplingArguments)}
     hints = typing.get_type_hints(SamplingArguments)
     defaults = reference_defaults()
-    shown = {"diffusion_steps": "max_completion_length / 2", "confidence_threshold": "none", "confidence_factor": "none"}
+    shown = {"diffusion_steps": "max_completion_length / 2", "confidence_threshold": "none",
+             "confidence_factor": "none"}
     group = parser.add_argument_group(
         "sampler options", f"the recipe keys of the same names; default: the model folder's {SETTINGS_FILE}, "
                            f"else the value shown (the reference LLaDA sampler)")
