@@ -1,5 +1,5 @@
 # `make demo`: set up and run the default recipe (UniGRPO on the built-in tiny arithmetic model).
-# `make test`: set up and run the test suite.
+# `make test`: set up and run the test suite; it first builds the ImageReward reward's environment (below).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c .ci/constraints.txt
@@ -16,7 +16,9 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt Makefile
 	$(PIP) -e ".[$(EXTRAS)]"
 	touch $@
 
-# The ImageReward reward's own environment (image-reward pins transformers<=4.55.4; see rewards/environments.py).
+# The ImageReward reward's own environment (image-reward pins transformers<=4.55.4; see rewards/environments.py), in
+# ~/.cache/unigrpo/envs/image-reward (or $UNIGRPO_ENVS_DIR): ~0.7 GB, the trainer's torch shared by links, not copied;
+# one line per stage, pip's output in setup.log there. UNIGRPO_TORCH_INDEX_URL=<index> gives it its own torch instead.
 reward-envs: setup
 	$(VENV)/bin/unigrpo rewards setup image-reward
 

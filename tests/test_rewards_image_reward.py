@@ -204,3 +204,55 @@ def test_cli_lists_rewards_and_refuses_unknown_environments(capsys):
     assert "image_reward" in capsys.readouterr().out.split()
     assert main(["rewards", "setup", "no-such-env"]) == 2
     assert "unknown reward environment" in capsys.readouterr().err
+
+
+def test_the_environment_shares_the_trainers_torch_by_links_not_a_copy(tmp_path):
+    """The reward environment finds the trainer's torch, torchvision and CUDA libraries through one folder of links
+    (no second multi-GB copy), but none of the trainer's other packages (its transformers stays the reward's own);
+    removing the environment leaves the trainer's torch alone."""
+    import shutil
+    import venv
+
+    from rewards.environments import SHARED, share_trainer_torch, shared_distributions
+
+    assert {"torch", "torchvision"} <= set(shared_distributions())
+    assert not {"transformers", "numpy", "pillow", "sympy"} & set(shared_distributions())
+    root = tmp_path / "env"
+    venv.EnvBuilder(with_pip=False).create(root)
+    python = root / "bin" / "python"
+    assert share_trainer_torch(root, python) >= 4  # at least torch, torchvision and their .dist-info
+    assert all(p.is_symlink() for p in (root / SHARED).iterdir())
+    probe = ("import importlib.metadata as m, importlib.util as u; "
+             "print(m.version('torch'), m.version('torchvision'), u.find_spec('torch').origin, "
+             "u.find_spec('transformers') is None)")
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    import torchvision
+
+    assert out[:2] == [torch.__version__.split("+")[0], torchvision.__version__.split("+")[0]]
+    assert out[2] == str(root / SHARED / "torch" / "__init__.py") and out[3] == "True"
+    shutil.rmtree(root)
+    assert os.path.exists(torch.__file__)
+
+
+def test_setup_prints_one_line_per_stage_and_keeps_pips_output_in_a_log(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from rewards import environments
+    from rewards.environments import EnvironmentSpec, RewardEnvironmentError
+
+    monkeypatch.setitem(environments.SPECS, "plain", EnvironmentSpec(requirements=("pip",), with_torch=False,
+                                                                     check_import="json"))
+    python = setup_environment("plain", tmp_path / "plain")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("]")[0] for line in lines[:-1]] == ["unigrpo: plain [1/3", "unigrpo: plain [2/3",
+                                                           "unigrpo: plain [3/3"]
+    assert lines[-1] == f"unigrpo: plain ready: {python}" and is_ready("plain", tmp_path / "plain")
+    assert "Requirement already satisfied: pip" in (tmp_path / "plain" / "setup.log").read_text()  # pip: in the log
+    # a stage that fails: its error names the log and ends with the log's last lines (the same venv, not remade)
+    monkeypatch.setitem(environments.SPECS, "broken", EnvironmentSpec(requirements=("pip",), with_torch=False,
+                                                                      check_import="no_such_module_here"))
+    monkeypatch.setattr(environments.venv, "EnvBuilder", lambda **kwargs: SimpleNamespace(create=lambda root: None))
+    with pytest.raises(RewardEnvironmentError, match=r"(?s)importing no_such_module_here failed .*setup\.log.*"
+                                                     r"No module named 'no_such_module_here'"):
+        setup_environment("broken", tmp_path / "plain", force=True, quiet=True)
+    assert capsys.readouterr().out == "" and not is_ready("broken", tmp_path / "plain")

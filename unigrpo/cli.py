@@ -372,6 +372,9 @@ def cmd_rewards(argv) -> int:
     setup.add_argument("--path", help="where to create it (default: $UNIGRPO_ENVS_DIR/<name> or "
                                       "~/.cache/unigrpo/envs/<name>)")
     setup.add_argument("--force", action="store_true", help="recreate it even if it is ready")
+    setup.add_argument("--torch-index-url", help="install its own torch (the trainer's version) from this index, e.g. "
+                                                 "https://download.pytorch.org/whl/cpu, instead of sharing the "
+                                                 "trainer's (default: $UNIGRPO_TORCH_INDEX_URL, else shared)")
     args = parser.parse_args(argv)
 
     import rewards
@@ -383,7 +386,8 @@ def cmd_rewards(argv) -> int:
         print("\n".join(f"{name:<{width}}  {reward_description(name)}" for name in names))
         return 0
     try:
-        python = setup_environment(args.environment, args.path, force=args.force)
+        python = setup_environment(args.environment, args.path, force=args.force,
+                                   torch_index_url=args.torch_index_url)
     except RewardEnvironmentError as error:
         print(f"unigrpo rewards setup: error: {error}", file=sys.stderr)
         return 1
