@@ -256,3 +256,25 @@ def test_setup_prints_one_line_per_stage_and_keeps_pips_output_in_a_log(tmp_path
                                                      r"No module named 'no_such_module_here'"):
         setup_environment("broken", tmp_path / "plain", force=True, quiet=True)
     assert capsys.readouterr().out == "" and not is_ready("broken", tmp_path / "plain")
+
+
+def test_a_torch_index_gives_the_environment_its_own_torch_of_the_trainers_version(tmp_path, monkeypatch, capsys):
+    """With ``torch_index_url`` (e.g. CPU wheels) torch and torchvision come from that index, pinned to the trainer's
+    versions, before the reward's packages; nothing is linked. (The pip stages are recorded here, not run.)"""
+    import venv
+
+    from rewards import environments
+
+    commands = []
+    monkeypatch.setattr(environments, "_run_stage", lambda command, log, what: commands.append(command))
+    builder = venv.EnvBuilder
+    monkeypatch.setattr(environments.venv, "EnvBuilder", lambda **kwargs: builder(with_pip=False))  # no pip needed
+    monkeypatch.setenv("UNIGRPO_TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu")
+    setup_environment("image-reward", tmp_path / "env")
+    index, install, check = commands
+    assert index[-4:] == ["--index-url", "https://download.pytorch.org/whl/cpu", *torch_requirements()]
+    assert install[-len(requirements_for("image-reward")):] == requirements_for("image-reward")
+    assert check[-2:] == ["-c", "import ImageReward"]
+    assert not (tmp_path / "env" / environments.SHARED).exists()
+    assert "[2/4] installing torch==" in capsys.readouterr().out
+    assert json.loads((tmp_path / "env" / environments.MARKER).read_text())["torch"].endswith("/whl/cpu")
