@@ -125,3 +125,14 @@ def test_cli_writes_an_asset_that_loads(tmp_path, capsys, one_thread):
     # fp16 on disk, fp32 in memory: the reloaded judge scores as the trained one did
     assert result["reloaded"]["gap"] == pytest.approx(result["summary"]["gap"], abs=0.05)
     assert "reloaded through rewards.clip.make_clip_score" in capsys.readouterr().out
+
+
+def test_reward_kwargs_build_the_shipped_reward_with_other_settings(shipped):
+    from unigrpo.rewarding import resolve_reward_funcs
+
+    name = "unigrpo.clip_training:shapes_clip_score"
+    (scaled,), names = resolve_reward_funcs([name], {name: {"scale": 0.1, "device": "cpu"}})
+    image = render_shape("red", "circle", "blue")
+    score = scaled(prompts=["a red circle on blue"], completions=[image])[0]
+    assert names == [name]
+    assert score == pytest.approx(0.1 * shipped(prompts=["a red circle on blue"], completions=[image])[0], rel=1e-5)

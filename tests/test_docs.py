@@ -42,3 +42,21 @@ def test_the_t2i_recipe_header_counts_the_captions_of_its_splits():
     assert f"{counts['train']} captions: the `train` split" in header
     assert f"on {counts['rl']} other captions (the `rl` split" in header
     assert f"on the {counts['test']} held out from both (the `test` split)" in header
+
+
+def readme_python_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("From Python, as with TRL:")
+    return text[start:].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_python_example_trains_and_saves_what_it_says(tmp_path, monkeypatch):
+    """The example as printed (10 steps instead of 100, one logging interval): it leaves the model, the log history,
+    the curves and the sampler settings, as the CLI does."""
+    code = readme_python_example()
+    assert "max_steps=100" in code and 'output_dir="out"' in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("max_steps=100", "max_steps=10"), "README.md", "exec"), {})
+    saved = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"model.safetensors", "config.json", "trainer_state.json", "training_curves.png",
+            "unigrpo_sampler.json"} <= saved

@@ -2,33 +2,47 @@
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from rollouts import RECIPE_KEYS
 from unigrpo.config import SamplingArguments
-from unigrpo.sampler_settings import SETTINGS_FILE, read_sampler_settings, save_sampler_settings
-
-
-def stand_in_trainer(output_dir, main_process=True, **options):
-    args = SamplingArguments(**options)
-    args.output_dir = str(output_dir)
-    return SimpleNamespace(args=args, is_world_process_zero=lambda: main_process)
+from unigrpo.sampler_settings import (SETTINGS_FILE, SamplerSettingsSaveMixin, read_sampler_settings,
+                                      save_sampler_settings)
 
 
 def test_saved_settings_are_the_evaluation_sampler_under_recipe_keys(tmp_path):
-    save_sampler_settings(stand_in_trainer(tmp_path, max_completion_length=6, block_length=6, diffusion_steps=6,
-                                           temperature=1.0, eval_temperature=0.0))
+    args = SamplingArguments(max_completion_length=6, block_length=6, diffusion_steps=6, temperature=1.0,
+                             eval_temperature=0.0)
+    save_sampler_settings(args, tmp_path)
     settings = read_sampler_settings(tmp_path)
     assert set(settings) == set(RECIPE_KEYS.values())
     assert (settings["max_completion_length"], settings["diffusion_steps"], settings["kv_cache"]) == (6, 6, "dual")
     assert settings["temperature"] == 0.0  # the evaluation's temperature, not the rollouts' 1.0
 
 
-def test_only_the_main_process_writes(tmp_path):
-    save_sampler_settings(stand_in_trainer(tmp_path, main_process=False))
-    assert not (tmp_path / SETTINGS_FILE).exists() and read_sampler_settings(tmp_path) == {}
+class StandInTrainer:
+    def __init__(self, output_dir, should_save):
+        self.args = SamplingArguments(max_completion_length=6, block_length=6, diffusion_steps=6)
+        self.args.output_dir, self.args.should_save = str(output_dir), should_save
+        self.saved_to = None
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        self.saved_to = output_dir
+
+
+class Saving(SamplerSettingsSaveMixin, StandInTrainer):
+    pass
+
+
+@pytest.mark.parametrize("should_save", [True, False])
+def test_save_model_writes_the_settings_beside_the_weights_on_the_saving_process_only(tmp_path, should_save):
+    trainer = Saving(tmp_path / "out", should_save)
+    trainer.save_model(str(tmp_path / "checkpoint-5"), _internal_call=True)  # a checkpoint: its own folder
+    assert trainer.saved_to == str(tmp_path / "checkpoint-5")
+    assert read_sampler_settings(tmp_path / "checkpoint-5").get("max_completion_length") == (6 if should_save else None)
+    trainer.save_model()  # the final save: output_dir
+    assert (tmp_path / "out" / SETTINGS_FILE).is_file() == should_save
 
 
 @pytest.mark.parametrize("text,message", [

@@ -142,7 +142,6 @@ def fit(trainer, kind: str) -> int:
     """Train, save the final model (or adapter) with its tokenizer and the log history, print a summary. A full
     disk is one line naming what is incomplete (``unigrpo.resume.DiskFullError``)."""
     from .resume import report_disk_full
-    from .sampler_settings import save_sampler_settings
 
     start = time.time()
     # --resume_from_checkpoint PATH, or auto: the latest complete checkpoint in output_dir (both trainers resolve it)
@@ -150,7 +149,6 @@ def fit(trainer, kind: str) -> int:
     with report_disk_full(trainer, final_save=True):
         trainer.save_model(trainer.args.output_dir)
         trainer.save_state()
-        save_sampler_settings(trainer)  # unigrpo_sampler.json: `unigrpo generate`'s defaults for this model
     if trainer.is_world_process_zero():  # one summary under `accelerate launch`
         summarise(trainer, start, kind)
     if trainer.accelerator.num_processes > 1:  # leave the process group together, not at interpreter exit

@@ -213,6 +213,9 @@ def shapes_clip_score(prompts=None, completions=(), **kwargs) -> list[float | No
     return _shipped_reward()(prompts=prompts, completions=completions, **kwargs)
 
 
+shapes_clip_score.factory = load_shapes_clip_score  # reward_kwargs: {unigrpo.clip_training:shapes_clip_score: {scale: 0.1}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m unigrpo.clip_training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,7 +1,8 @@
 """The sampler settings a model was trained and evaluated with, saved next to its weights (``unigrpo_sampler.json``).
 
-``unigrpo sft`` and ``unigrpo train`` write the text-sampler options of their held-out evaluation (the recipe keys
-of ``rollouts.RECIPE_KEYS``, temperature = ``eval_temperature``) into the output folder, so that
+Both trainers' ``save_model`` (the final save and every checkpoint, from the CLI or Python) write the text-sampler
+options of their held-out evaluation (the recipe keys of ``rollouts.RECIPE_KEYS``, temperature =
+``eval_temperature``) beside the weights, so that
 ``unigrpo generate --model FOLDER`` answers with the canvas, blocks and steps the model learned on instead of
 defaults that may not fit it (a 6-token arithmetic answer in a 64-token canvas comes out wrong). Example::
 
@@ -28,13 +29,21 @@ def evaluation_sampler_settings(args) -> dict:
     return settings
 
 
-def save_sampler_settings(trainer) -> None:
-    """Write ``unigrpo_sampler.json`` into the trainer's output_dir (by the main process only)."""
-    if not trainer.is_world_process_zero():
-        return
-    path = Path(trainer.args.output_dir) / SETTINGS_FILE
-    path.write_text(json.dumps({"description": DESCRIPTION, "sampler": evaluation_sampler_settings(trainer.args)},
+def save_sampler_settings(args, output_dir) -> None:
+    """Write ``unigrpo_sampler.json`` into ``output_dir`` (the caller decides which process writes)."""
+    path = Path(output_dir) / SETTINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"description": DESCRIPTION, "sampler": evaluation_sampler_settings(args)},
                                indent=2) + "\n")
+
+
+class SamplerSettingsSaveMixin:
+    """``Trainer.save_model`` that also records the sampler settings beside the weights (main process only)."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.args.should_save:
+            save_sampler_settings(self.args, output_dir or self.args.output_dir)
 
 
 def read_sampler_settings(model_dir) -> dict:

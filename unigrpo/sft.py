@@ -36,6 +36,7 @@ from .plotting import TrainingCurvesCallback
 from .resume import GracefulStopCallback, add_complete_checkpoint_callback, report_disk_full, resolve_checkpoint
 from .prompts import prompt_texts
 from .rewarding import resolve_reward_funcs
+from .sampler_settings import SamplerSettingsSaveMixin
 from .tasks import check_tasks, row_task
 
 SFT_NOISE = ("continuous", "count")
@@ -116,7 +117,7 @@ class AccuracyStopCallback(TrainerCallback):
             control.should_training_stop = True
 
 
-class MaskedSFTTrainer(GenerationEvalMixin, Trainer):
+class MaskedSFTTrainer(GenerationEvalMixin, SamplerSettingsSaveMixin, Trainer):
     """SFT on TRL prompt-completion rows (``prompt`` plain or chat, ``completion`` text) with the diffusion loss.
 
     ``reward_funcs`` are only used by ``evaluate`` (held-out accuracy by generation).

@@ -54,6 +54,7 @@ from .prompts import check_prompt_lengths, model_context_length
 from .resume import (GracefulStopCallback, ResumeStateCallback, add_complete_checkpoint_callback, report_disk_full,
                      resolve_checkpoint)
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
+from .sampler_settings import SamplerSettingsSaveMixin
 from .tasks import TaskRollout, TaskRunner, check_tasks, row_task
 from .training_logs import TrainingLogsMixin
 
@@ -156,7 +157,7 @@ class EpochDataLoader(DataLoader):
         self.batch_sampler.set_epoch(epoch)
 
 
-class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, Trainer):
+class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSaveMixin, Trainer):
     """UniGRPO for masked-diffusion LMs, with TRL's constructor and dataset conventions.
 
     Args:
