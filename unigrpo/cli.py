@@ -203,6 +203,14 @@ def cmd_check(argv) -> int:
                         help="which trainer the recipe is for (auto: the one it fits)")
     parser.add_argument("--skip-paths", action="store_true",
                         help="do not check model / image tokenizer / dataset files (they live on the training machine)")
+    parser.add_argument("--plan", action="store_true", help="also print each train recipe's estimated peak memory "
+                        "per GPU by category (unigrpo/memory_plan.py), before any weight is loaded")
+    parser.add_argument("--accelerate_config", help="--plan: the launch's accelerate config (strategy: DDP, DeepSpeed "
+                        "ZeRO-2 / ZeRO-3, FSDP; and its num_processes); default: DDP on one process")
+    parser.add_argument("--num_processes", type=int, help="--plan: ranks (GPUs), overriding the accelerate config's")
+    parser.add_argument("--gpu_memory", help="--plan: memory of one GPU (80GB, 80GiB, …): says whether it fits")
+    parser.add_argument("--prompt_length", type=int, default=256,
+                        help="--plan: prompt tokens per row (the data set is not read; default 256)")
     args = parser.parse_args(argv)
 
     from .config import UniGRPOConfig
@@ -221,6 +229,13 @@ def cmd_check(argv) -> int:
             print("\n".join(results[kind]), file=sys.stderr)
         else:
             print(f"ok: {path} ({kind})")
+            if args.plan and kind == "train":
+                from .memory_plan import plan_recipe
+
+                print(plan_recipe(path, args.accelerate_config, args.num_processes, args.gpu_memory,
+                                  args.prompt_length).format())
+            elif args.plan:
+                print(f"plan: {path} is an SFT recipe; the memory plan covers train recipes")
     return 2 if failed else 0
 
 

@@ -1,0 +1,578 @@
+"""Memory plan: the estimated peak memory per GPU of a UniGRPO recipe, before any weight is loaded (issue #17 §2).
+
+``plan_memory(model_config, args, ...)`` adds one small function per category, each named after it:
+
+    weights       the policy's parameters held on this GPU (whole, or a 1/N shard plus the unsharded working set)
+    gradients     their gradients (DDP: plus its bucket copy when N > 1)
+    optimizer     AdamW's two moments (+ fp32 master weights under DeepSpeed's mixed precision)
+    activations   tensors saved for backward by one micro-batch of the policy forward, plus the logits' backward
+    rollout       the no-grad phases: the sampler's canvas, logits and block KV cache (train and eval batches), the
+                  θ_old / reference log-prob passes, and the whole weights gathered for them under ZeRO-3 / FSDP2
+    reference     the frozen copy of the initial policy (β > 0, kl_reference initial, no PEFT)
+
+    peak = weights + gradients + optimizer + reference + max(activations, rollout)
+
+Rollouts and the policy update never run at the same time, so only the larger of the two counts; gradients are
+counted in both (conservative: DDP's buckets and ZeRO's partitions persist). Symbols: P parameters, P_t trainable
+ones, N ranks, R rows of a micro-batch (completions × rows per answer), T = prompt + answer tokens, L answer tokens,
+V vocabulary, d width, m MLP width, h heads, a bytes of the compute dtype (2 under bf16, else 4).
+
+Bytes per parameter (ZeRO, Rajbhandari et al. 2020, §3.1: mixed-precision Adam keeps 2Ψ fp16 weights, 2Ψ fp16
+gradients and KΨ = 12Ψ fp32 master weights, momentum and variance, "16Ψ bytes"):
+
+    strategy  weights                    gradients              optimizer
+    ddp       P·w                        P_t·g (×2 if N > 1)    2·P_t·g    torch AdamW: moments in the param dtype
+    zero2     P·c                        P_t·c / N              12·P_t / N (8 without bf16)
+    zero3     P·c / N + working set      P_t·c / N              12·P_t / N
+    fsdp2     4·P / N + working set      4·P_t / N              8·P_t / N  accelerate upcasts shards to fp32
+
+w = the checkpoint's dtype (``dtype`` / ``torch_dtype`` of config.json; transformers loads it as stored: LLaDA-8B is
+bf16), c = the compute dtype, g = w for full fine-tuning and 4 for LoRA adapters (PEFT keeps them fp32,
+``autocast_adapter_dtype``). DDP's second gradient copy is its reducer's buckets (``gradient_as_bucket_view=False``,
+PyTorch's default: "the saved memory size will be equal to the total gradients size" when it is on). The working
+set of ZeRO-3 / FSDP2 is the unsharded root (embedding, head, final norm) and two blocks (the current one and the
+prefetched next) in c. Not modelled: CUDA context and NCCL buffers (outside ``max_memory_allocated``), allocator
+fragmentation, DeepSpeed's bucket buffers; ``fits`` keeps ``HEADROOM`` of the card free for them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+GIB = 2**30
+HEADROOM = 0.10  # of the card kept free for the CUDA context, NCCL buffers and allocator fragmentation
+STRATEGIES = ("ddp", "zero2", "zero3", "fsdp2")
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
+DEFAULT_PROMPT_LENGTH = 256  # tokens; GSM8K questions with the chat template and thinking instruction are ≈ 150–250
+
+_LLADA_8B = dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288, vocab_size=126464,
+                 embedding_size=126464, max_sequence_length=4096, weight_tying=False, dtype="bfloat16")
+_MMADA_8B = {**_LLADA_8B, "vocab_size": 134656, "embedding_size": 134656}
+KNOWN_SHAPES = {  # hub id → config.json keys (/work facts: the published LLaDA-8B and MMaDA-8B configs)
+    "GSAI-ML/LLaDA-8B-Instruct": _LLADA_8B,
+    "GSAI-ML/LLaDA-8B-Base": _LLADA_8B,
+    "Gen-Verse/MMaDA-8B-Base": _MMADA_8B,
+    "Gen-Verse/MMaDA-8B-MixCoT": _MMADA_8B,
+}
+"""Shapes of published checkpoints, for ``unigrpo check --plan`` on a machine without a copy of them."""
+
+_DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+
+
+# ---- the model's shape -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a LLaDA / MMaDA transformer that memory depends on (config.json keys)."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    mlp_hidden_size: int
+    vocab: int
+    weight_tying: bool = False
+    dtype_bytes: int | None = None  # the checkpoint's dtype; None = not recorded
+
+    @classmethod
+    def from_config(cls, config) -> ModelShape:
+        """From a ``LLaDAConfig`` or a dict of config.json keys (``hidden_size`` … aliases accepted)."""
+        get = config.get if isinstance(config, dict) else lambda k, default=None: getattr(config, k, default)
+        d_model = get("d_model") or get("hidden_size")
+        n_heads = get("n_heads") or get("num_attention_heads")
+        dtype = get("dtype") or get("torch_dtype")
+        return cls(
+            d_model=d_model,
+            n_layers=get("n_layers") or get("num_hidden_layers"),
+            n_heads=n_heads,
+            n_kv_heads=get("n_kv_heads") or n_heads,
+            mlp_hidden_size=get("mlp_hidden_size") or 4 * d_model,
+            vocab=get("embedding_size") or get("vocab_size"),
+            weight_tying=bool(get("weight_tying", False)),
+            dtype_bytes=_DTYPE_BYTES.get(str(dtype).removeprefix("torch.")) if dtype else None,
+        )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def block_params(self) -> int:
+        """One block: two RMSNorm weights, q / k / v / attn_out, and the SwiGLU MLP (no biases)."""
+        d, hd, m = self.d_model, self.head_dim, self.mlp_hidden_size
+        attention = d * self.n_heads * hd * 2 + d * self.n_kv_heads * hd * 2  # q, attn_out; k, v
+        return 2 * d + attention + 3 * d * m
+
+    @property
+    def root_params(self) -> int:
+        """Outside the blocks: embedding, final norm and (untied) LM head."""
+        return self.vocab * self.d_model * (1 if self.weight_tying else 2) + self.d_model
+
+    @property
+    def params(self) -> int:
+        return self.n_layers * self.block_params + self.root_params
+
+    def lora_inputs(self, targets) -> list[tuple[int, int]]:
+        """(in, out) features of each LoRA-targeted projection of one block."""
+        d, qd, kvd, m = self.d_model, self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.mlp_hidden_size
+        shapes = {"q_proj": (d, qd), "k_proj": (d, kvd), "v_proj": (d, kvd), "attn_out": (qd, d),
+                  "ff_proj": (d, m), "up_proj": (d, m), "ff_out": (m, d)}
+        unknown = sorted(set(targets) - set(shapes))
+        if unknown:
+            raise ValueError(f"lora target(s) {unknown} are not projections of a LLaDA block; valid: {list(shapes)}")
+        return [shapes[t] for t in targets]
+
+    def lora_params(self, r: int, targets) -> int:
+        """LoRA adds A (r × in) and B (out × r) to each targeted projection of every block."""
+        return self.n_layers * sum(r * (i + o) for i, o in self.lora_inputs(targets))
+
+
+# ---- what the plan is computed from ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything the category functions read, resolved once from the model config, the recipe and the launch."""
+
+    shape: ModelShape
+    strategy: str
+    ranks: int
+    compute_bytes: int  # a: 2 under bf16 / fp16, else 4
+    weight_bytes: int  # w: the checkpoint's dtype as loaded
+    use_peft: bool
+    lora_r: int
+    lora_targets: tuple[str, ...]
+    lora_dropout: float
+    checkpointing: bool
+    rows: int  # R: rows of one micro-batch's policy forward
+    completions: int  # per_device_train_batch_size
+    prompt_length: int
+    answer_length: int  # L
+    block_length: int
+    kv_cache: str
+    cfg: bool
+    eval_rows: int  # 0 when there is no held-out evaluation
+    needs_old_pass: bool
+    reference_copy: bool
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_length + self.answer_length
+
+    @property
+    def trainable(self) -> int:
+        return self.shape.lora_params(self.lora_r, self.lora_targets) if self.use_peft else self.shape.params
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy in ("zero3", "fsdp2")
+
+
+# ---- one function per category -----------------------------------------------------------------------------------
+
+
+def weights(p: PlanInputs) -> int:
+    """Parameters on this GPU: whole (ddp, zero2) or a 1/N shard plus the unsharded working set (zero3, fsdp2)."""
+    s, c = p.shape, p.compute_bytes
+    adapters = p.trainable * 4 if p.use_peft else 0  # PEFT keeps LoRA weights fp32
+    if p.strategy == "ddp":
+        return s.params * p.weight_bytes + adapters
+    if p.strategy == "zero2":
+        return s.params * c + adapters
+    working = (s.root_params + 2 * s.block_params) * c  # unsharded for compute: root + current and next block
+    shard = 4 if p.strategy == "fsdp2" else c  # accelerate upcasts FSDP2 shards to fp32 under mixed precision
+    return -(-(s.params + (p.trainable if p.use_peft else 0)) * shard // p.ranks) + working
+
+
+def gradients(p: PlanInputs) -> int:
+    """Gradients of the trainable parameters: whole under DDP (and again in its buckets when N > 1), 1/N else."""
+    if p.strategy == "ddp":
+        g = 4 if p.use_peft else p.weight_bytes
+        return p.trainable * g * (2 if p.ranks > 1 else 1)
+    g = 4 if p.strategy == "fsdp2" else p.compute_bytes
+    return -(-p.trainable * g // p.ranks)
+
+
+def optimizer(p: PlanInputs) -> int:
+    """AdamW: exp_avg and exp_avg_sq (torch keeps them in the parameter's dtype), plus fp32 master weights where
+    DeepSpeed trains in bf16 (ZeRO's K = 12 bytes per parameter); 1/N of it under ZeRO and FSDP2."""
+    if p.strategy == "ddp":
+        return p.trainable * 2 * (4 if p.use_peft else p.weight_bytes)
+    per_param = 12 if p.strategy in ("zero2", "zero3") and p.compute_bytes == 2 else 8
+    return -(-p.trainable * per_param // p.ranks)
+
+
+def block_activations_per_token(p: PlanInputs) -> int:
+    """Bytes one block saves for backward per token, counted op by op on this model's forward (``modeling_llada``):
+
+    RMSNorm (fp32 inside): x in fp32 (4d) and rsqrt (4), and its output before the weight (a·d) when the weight
+    trains; each Linear saves its input when its weight trains (q/k/v share one, ff_proj/up_proj another, ff_out
+    the SwiGLU product); SDPA (flash / memory-efficient kernels, no T² matrix) saves q, k, v, its output and the
+    fp32 log-sum-exp (4h); SwiGLU saves the gate, silu(gate) and up (3·a·m). Full fine-tuning:
+
+        (8 + 8a)·d + 4a·h·hd + 4a·m + 4h + 8
+
+    the Korthikanti et al. (2022) count for a Llama block with SDPA and no dropout. With LoRA the frozen Linears
+    and norms save no inputs and the SwiGLU product is not kept (3·a·m); the adapters add ``lora_activations``."""
+    s, a = p.shape, p.compute_bytes
+    d, m, h = s.d_model, s.mlp_hidden_size, s.n_heads
+    attention = 4 * a * h * s.head_dim + 4 * h  # q, k, v, output (after any GQA repeat) + log-sum-exp
+    if not p.use_peft:
+        return 2 * (4 * d + a * d + 4) + 2 * a * d + attention + 4 * a * m
+    return 2 * (4 * d + 4) + attention + 3 * a * m + lora_activations_per_token(p)
+
+
+def lora_activations_per_token(p: PlanInputs) -> int:
+    """What the adapters of one block save per token: A's input and B's (a·r) for each adapted projection.
+
+    With ``lora_dropout`` > 0 each adapter drops out its own copy of the input and keeps the mask (1 byte per
+    feature: CUDA's fused dropout; on CPU the mask is in the compute dtype). Without dropout A reads the input
+    itself: one copy per distinct input (q/k/v share the norm's output, ff_proj/up_proj theirs; attn_out's is
+    the SDPA output, already saved; ff_out's is the SwiGLU product)."""
+    a, r = p.compute_bytes, p.lora_r
+    shared_input = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "attn_out": None, "ff_proj": "mlp",
+                    "up_proj": "mlp", "ff_out": "product"}
+    total, inputs = 0, {}
+    for name, (features, _) in zip(p.lora_targets, p.shape.lora_inputs(p.lora_targets)):
+        total += a * r
+        if p.lora_dropout > 0:
+            total += (1 + a) * features
+        elif shared_input[name] is not None:
+            inputs[shared_input[name]] = a * features
+    return total + sum(inputs.values())
+
+
+def head_activations(p: PlanInputs) -> tuple[int, int]:
+    """(saved, backward transient) of the final norm, LM head and ``masked_token_logps`` for R rows.
+
+    Saved: the final norm (as a block's), the head's input (a·d per token, when the head trains) and the fp32
+    logits of the L answer positions read by logsumexp (4·V per answer token; under fp32 the slice keeps the whole
+    (R, T, V) tensor). Transient in backward: two fp32 (R, L, V) gradients and the (R, T, V) gradient of the whole
+    logits in the compute dtype."""
+    s, a, R, T, L, V = p.shape, p.compute_bytes, p.rows, p.tokens, p.answer_length, p.shape.vocab
+    norm = 4 * s.d_model + 4 + (0 if p.use_peft else 2 * a * s.d_model)
+    logits = 4 * V * (T if a == 4 else L) + 4 * L
+    return R * (T * norm + logits), R * V * (8 * L + a * T)
+
+
+def saved_activations(p: PlanInputs, checkpointing: bool) -> int:
+    """Tensors saved for backward when the micro-batch's forward ends: every block's, or with checkpointing
+    (transformers' ``GradientCheckpointingLayer``) only each block's input (a·d per token); plus the head's."""
+    s, tokens = p.shape, p.rows * p.tokens
+    per_token = p.compute_bytes * s.d_model if checkpointing else block_activations_per_token(p)
+    return s.n_layers * per_token * tokens + head_activations(p)[0]
+
+
+def activations(p: PlanInputs, checkpointing: bool | None = None) -> int:
+    """One micro-batch of the policy forward + backward: the saved tensors plus the larger transient of backward,
+    the logits' gradient or (with checkpointing) one block recomputed at a time."""
+    checkpointing = p.checkpointing if checkpointing is None else checkpointing
+    transient = head_activations(p)[1]
+    if checkpointing:
+        transient = max(transient, block_activations_per_token(p) * p.rows * p.tokens)
+    return saved_activations(p, checkpointing) + transient
+
+
+def sampler_bytes(p: PlanInputs, batch: int) -> int:
+    """One ``generate_text`` call on ``batch`` rows (×2 with CFG): canvas, block KV cache, and the larger of a full
+    forward's transient (the (B, T, V) logits and one block's hidden states) and a step's sampling transient
+    (a (B, K, V) copy of the logits and four float64 tensors of Gumbel noise and noised logits)."""
+    s, a, T, V = p.shape, p.compute_bytes, p.tokens, p.shape.vocab
+    B = batch * (2 if p.cfg else 1)
+    canvas = 3 * 8 * batch * T  # x, commit step, prompt copies (int64)
+    cache = 0
+    if p.kv_cache in ("prefix", "dual"):
+        cache = s.n_layers * 2 * B * s.n_kv_heads * s.head_dim * T * a  # keys and values after RoPE, every layer
+    forward = B * T * (V * a + (3 * s.mlp_hidden_size + 4 * s.d_model) * a)
+    sampling = batch * p.block_length * V * (a + 4 * 8)
+    return canvas + cache + max(forward, sampling)
+
+
+def logps_pass_bytes(p: PlanInputs) -> int:
+    """A no-grad θ_old / reference pass on R rows: the (R, T, V) logits, their fp32 answer slice and logsumexp's
+    temporary, and one block's hidden states."""
+    s, a, R, T, L, V = p.shape, p.compute_bytes, p.rows, p.tokens, p.answer_length, p.shape.vocab
+    return R * (T * V * a + 2 * 4 * L * V + T * (3 * s.mlp_hidden_size + 4 * s.d_model) * a)
+
+
+def rollout(p: PlanInputs) -> int:
+    """The no-grad phases: the sampler on a micro-batch (and on the eval batch when the recipe evaluates), the
+    θ_old / reference passes, and under ZeRO-3 / FSDP2 the whole weights gathered for them (c bytes per parameter,
+    as ``unwrap_model_for_generation`` / ``unshard()`` hold them)."""
+    phases = [sampler_bytes(p, p.completions)]
+    if p.eval_rows:
+        phases.append(sampler_bytes(p, p.eval_rows))
+    if p.needs_old_pass or p.reference_copy or p.use_peft:
+        phases.append(logps_pass_bytes(p))
+    gathered = p.shape.params * p.compute_bytes if p.sharded else 0
+    return gathered + max(phases)
+
+
+def reference(p: PlanInputs) -> int:
+    """The frozen initial policy for the KL term: a whole copy on every GPU in the checkpoint's dtype (the trainer
+    deep-copies the model before wrapping it; never sharded). LoRA needs none: the base with adapters off."""
+    return p.shape.params * p.weight_bytes if p.reference_copy else 0
+
+
+CATEGORIES = {"weights": weights, "gradients": gradients, "optimizer": optimizer, "activations": activations,
+              "rollout": rollout, "reference": reference}
+
+
+def peak_bytes(parts: dict[str, int]) -> int:
+    """Resident state plus the larger of the update phase (activations) and the no-grad phases (rollout)."""
+    resident = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["reference"]
+    return resident + max(parts["activations"], parts["rollout"])
+
+
+# ---- the plan ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryPlan:
+    """Estimated bytes per GPU by category, their peak, and whether (and how) it fits ``gpu_memory_bytes``."""
+
+    bytes: dict[str, int]
+    total: int
+    fits: bool | None
+    advice: list[str] = field(default_factory=list)
+    gpu_memory_bytes: int | None = None
+    summary: str = ""
+    details: dict[str, int] = field(default_factory=dict)
+
+    def format(self) -> str:
+        """A small table in GiB, the verdict and the advice."""
+        gib = lambda n: f"{n / GIB:8.2f} GiB"  # noqa: E731
+        notes = {"activations": f"checkpointing off: {self.details['activations_full'] / GIB:.2f} GiB, on: "
+                                f"{self.details['activations_checkpointed'] / GIB:.2f} GiB",
+                 "rollout": "not at the same time as activations: the larger counts"}
+        lines = [f"memory plan per GPU: {self.summary}"]
+        lines += [f"  {name:<12}{gib(n)}   {notes.get(name, '')}".rstrip() for name, n in self.bytes.items()]
+        if self.gpu_memory_bytes is None:
+            lines.append(f"  {'peak':<12}{gib(self.total)}")
+        else:
+            usable = self.gpu_memory_bytes * (1 - HEADROOM)
+            verdict = "fits" if self.fits else "does NOT fit"
+            lines.append(f"  {'peak':<12}{gib(self.total)}   {verdict}: {usable / GIB:.2f} GiB usable of "
+                         f"{self.gpu_memory_bytes / GIB:.2f} GiB ({HEADROOM:.0%} kept free)")
+        lines += [f"  advice: {line}" for line in self.advice]
+        return "\n".join(lines)
+
+
+RECIPE_KEYS = ("bf16", "fp16", "activation_checkpointing", "gradient_checkpointing", "likelihood_estimator",
+               "eval_strategy", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+               "num_generations", "max_completion_length", "block_length", "kv_cache", "cfg_scale", "num_iterations",
+               "beta", "kl_reference")
+"""The recipe keys the plan reads (a ``UniGRPOConfig`` or a dict with them)."""
+
+
+def recipe_values(args) -> dict:
+    """The plan's keys from a ``UniGRPOConfig`` (or a dict of them); eval_strategy as its plain value."""
+    get = args.get if isinstance(args, dict) else lambda k, default=None: getattr(args, k, default)
+    values = {key: get(key) for key in RECIPE_KEYS}
+    values["eval_strategy"] = str(values["eval_strategy"] or "no").split(".")[-1].lower()
+    missing = [k for k, v in values.items() if v is None and k not in ("activation_checkpointing",
+                                                                         "gradient_checkpointing", "fp16")]
+    if missing:
+        raise ValueError(f"the memory plan needs the recipe keys {missing}")
+    return values
+
+
+def plan_memory(model_config, args, num_processes: int = 1, strategy: str = "ddp", use_peft: bool = False,
+                lora_r: int | None = None, lora_targets=None, gradient_checkpointing: bool | None = None,
+                gpu_memory_bytes: int | None = None, prompt_length: int = DEFAULT_PROMPT_LENGTH,
+                lora_dropout: float = 0.0, weights_dtype: str | None = None, advise: bool = True) -> MemoryPlan:
+    """The memory plan of training ``args`` (a ``UniGRPOConfig``, or a dict of ``RECIPE_KEYS``) on the model of
+    ``model_config`` with ``num_processes`` ranks under ``strategy`` (ddp | zero2 | zero3 | fsdp2); LoRA with
+    ``use_peft`` (rank ``lora_r``, default 16; ``lora_targets`` default: every block projection).
+
+    ``gradient_checkpointing`` None = the recipe's ``activation_checkpointing`` / ``gradient_checkpointing``;
+    ``weights_dtype`` None = the config's ``dtype``, else bf16 under ``args.bf16`` and fp32 otherwise; the data set
+    is not read, so prompts count as ``prompt_length`` tokens."""
+    recipe = recipe_values(args)
+    options = dict(num_processes=num_processes, strategy=strategy, use_peft=use_peft, lora_r=lora_r,
+                   lora_targets=lora_targets, gradient_checkpointing=gradient_checkpointing,
+                   prompt_length=prompt_length, lora_dropout=lora_dropout, weights_dtype=weights_dtype)
+    p = plan_inputs(model_config, recipe, **options)
+    parts = {name: func(p) for name, func in CATEGORIES.items()}
+    total = peak_bytes(parts)
+    fits = None if gpu_memory_bytes is None else total <= gpu_memory_bytes * (1 - HEADROOM)
+    details = {"activations_full": activations(p, False), "activations_checkpointed": activations(p, True),
+               "saved_full": saved_activations(p, False), "saved_checkpointed": saved_activations(p, True),
+               "params": p.shape.params, "trainable_params": p.trainable}
+    plan = MemoryPlan(parts, total, fits, [], gpu_memory_bytes, describe(p), details)
+    if fits is False and advise:
+        plan.advice = advice(model_config, recipe, options, p, total, gpu_memory_bytes)
+    return plan
+
+
+def plan_inputs(model_config, recipe: dict, num_processes, strategy, use_peft, lora_r, lora_targets,
+                gradient_checkpointing, prompt_length, lora_dropout, weights_dtype) -> PlanInputs:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is not one of {list(STRATEGIES)} (LoRA is use_peft=True)")
+    if num_processes < 1:
+        raise ValueError(f"num_processes={num_processes} must be ≥ 1")
+    shape = model_config if isinstance(model_config, ModelShape) else ModelShape.from_config(model_config)
+    compute = 2 if (recipe["bf16"] or recipe["fp16"]) else 4
+    weight_bytes = _DTYPE_BYTES[weights_dtype] if weights_dtype else shape.dtype_bytes or compute
+    if gradient_checkpointing is None:
+        gradient_checkpointing = bool(recipe["activation_checkpointing"] or recipe["gradient_checkpointing"])
+    rows_per_answer = 2 if recipe["likelihood_estimator"] == "coupled" else 1  # complementary mask pairs
+    return PlanInputs(
+        shape=shape, strategy=strategy, ranks=num_processes, compute_bytes=compute, weight_bytes=weight_bytes,
+        use_peft=use_peft, lora_r=lora_r or 16, lora_targets=tuple(lora_targets or LORA_MODULES),
+        lora_dropout=lora_dropout, checkpointing=gradient_checkpointing,
+        rows=recipe["per_device_train_batch_size"] * rows_per_answer,
+        completions=recipe["per_device_train_batch_size"], prompt_length=prompt_length,
+        answer_length=recipe["max_completion_length"], block_length=recipe["block_length"],
+        kv_cache=recipe["kv_cache"], cfg=bool(recipe["cfg_scale"]),
+        eval_rows=recipe["per_device_eval_batch_size"] if recipe["eval_strategy"] != "no" else 0,
+        needs_old_pass=recipe["num_iterations"] > 1,
+        reference_copy=recipe["beta"] > 0 and recipe["kl_reference"] == "initial" and not use_peft,
+    )
+
+
+def describe(p: PlanInputs) -> str:
+    """The plan's heading: model size, launch, precision, micro-batch."""
+    s = p.shape
+    lora = f", LoRA r {p.lora_r} ({p.trainable / 1e6:.1f} M trainable)" if p.use_peft else ", full fine-tuning"
+    return (f"{s.params / 1e9:.2f} B parameters{lora}, {p.strategy} × {p.ranks} rank(s), "
+            f"{'bf16' if p.compute_bytes == 2 else 'fp32'}, micro-batch {p.rows} × {p.tokens} tokens "
+            f"(prompt {p.prompt_length} + answer {p.answer_length}), activation checkpointing "
+            f"{'on' if p.checkpointing else 'off'}")
+
+
+# ---- advice ------------------------------------------------------------------------------------------------------
+
+
+def advice(model_config, recipe: dict, options: dict, p: PlanInputs, total: int, gpu_memory_bytes: int) -> list[str]:
+    """What to change when the plan does not fit, each with the peak it gives (re-planned, not guessed): activation
+    checkpointing, a smaller micro-batch (more accumulation steps keep the global batch), LoRA, sharding over the
+    same or more ranks, and dropping the reference copy. Only changes that lower the peak are listed."""
+    usable = gpu_memory_bytes * (1 - HEADROOM)
+    base = {**options, "advise": False}
+    if p.shape.dtype_bytes is None and not options["weights_dtype"]:
+        base["weights_dtype"] = {2: "bfloat16", 4: "float32"}[p.weight_bytes]
+    candidates = []  # (text, recipe, plan options)
+    if not p.checkpointing:
+        candidates.append(("activation_checkpointing: true", recipe, {"gradient_checkpointing": True}))
+    G, size = recipe["num_generations"], recipe["per_device_train_batch_size"]
+    for smaller in range(size - G, 0, -G):  # multiples of G: whole groups per device
+        changed = {**recipe, "per_device_train_batch_size": smaller}
+        if plan_memory(model_config, changed, **base).total <= usable or smaller == G:
+            steps = recipe["gradient_accumulation_steps"] * size // smaller
+            candidates.append((f"per_device_train_batch_size: {smaller} with gradient_accumulation_steps: {steps} "
+                               f"(same global batch)", changed, {}))
+            break
+    if not p.use_peft:
+        candidates.append(("LoRA (use_peft: true, lora_r: 128)", recipe, {"use_peft": True, "lora_r": 128}))
+    for strategy in ("zero2", "zero3", "fsdp2"):
+        if strategy != p.strategy and (p.strategy, strategy) != ("zero3", "zero2"):
+            candidates.append((f"{strategy} over {p.ranks} rank(s) (--accelerate_config)", recipe,
+                               {"strategy": strategy}))
+    if p.strategy != "ddp":
+        candidates.append((f"{p.strategy} over {2 * p.ranks} ranks", recipe, {"num_processes": 2 * p.ranks}))
+    if p.reference_copy:
+        candidates.append(("beta: 0 or kl_reference: rollout (no reference copy)", {**recipe, "beta": 0.0}, {}))
+    lines = []
+    for text, changed, change in candidates:
+        peak = plan_memory(model_config, changed, **{**base, **change}).total
+        if peak < total:
+            lines.append(f"{text}: peak {peak / GIB:.2f} GiB ({'fits' if peak <= usable else 'still too much'})")
+    return lines or ["no single change lowers the peak: use a card with more memory"]
+
+
+# ---- from a recipe and a launch: `unigrpo check --plan` ----------------------------------------------------------
+
+
+def parse_memory_size(text: str) -> int:
+    """``80GB`` (10⁹ bytes, as cards are sold), ``80GiB`` (2³⁰), ``81920MiB``, ``0.5TB``; a bare number is GB."""
+    units = {"": 10**9, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+             "gib": 2**30, "tib": 2**40, "g": 10**9}
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in units:
+        raise ValueError(f"--gpu_memory {text!r}: give a size such as 80GB, 80GiB or 81920MiB")
+    return int(float(match.group(1)) * units[match.group(2).lower()])
+
+
+def launch_from_accelerate_config(path) -> tuple[str, int]:
+    """(strategy, num_processes) of an ``accelerate`` config file: FSDP → fsdp2 (FSDP1 shards the same state),
+    DEEPSPEED with zero_stage 2 / 3 → zero2 / zero3, anything else → ddp."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as error:
+        raise FileNotFoundError(f"--accelerate_config {str(path)!r}: {error.strerror or error}") from None
+    kind = str(config.get("distributed_type", "NO")).upper()
+    strategy = "ddp"
+    if kind == "FSDP":
+        strategy = "fsdp2"
+    elif kind == "DEEPSPEED":
+        stage = int((config.get("deepspeed_config") or {}).get("zero_stage", 0))
+        if stage not in (2, 3):
+            raise ValueError(f"{path}: deepspeed_config.zero_stage={stage}: the memory plan knows stages 2 and 3")
+        strategy = f"zero{stage}"
+    return strategy, int(config.get("num_processes") or 1)
+
+
+def model_config_for(name) -> dict:
+    """config.json keys of a model, without loading it: a local folder (or a LoRA adapter's base), a shipped
+    checkpoint, ``random-<preset>``, a hub id in the local hub cache, or else a published shape (``KNOWN_SHAPES``)."""
+    from .models.loading import ASSETS, builtin_checkpoints, is_hub_id
+
+    name = str(name)
+    if name.startswith("random-"):
+        from .models import tiny_config
+
+        return tiny_config(name.removeprefix("random-")).to_dict()
+    folder = Path(name) if Path(name).exists() else ASSETS / name if name in builtin_checkpoints() else None
+    if folder is not None:
+        if (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text())
+        if (folder / "adapter_config.json").is_file():
+            base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if base:
+                return model_config_for(base)
+        raise FileNotFoundError(f"model {name!r} has no config.json (is it a model folder?)")
+    if is_hub_id(name):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if isinstance(cached, str):
+            return json.loads(Path(cached).read_text())
+        if name in KNOWN_SHAPES:
+            return dict(KNOWN_SHAPES[name])
+    raise FileNotFoundError(f"model_name_or_path {name!r}: no config.json here and not a known shape "
+                            f"({sorted(KNOWN_SHAPES)}); run the plan where the model folder is")
+
+
+def lora_targets_of(target_modules) -> list[str]:
+    """The block projections a PEFT ``target_modules`` names (a list or this project's regex); all by default."""
+    if target_modules is None:
+        return list(LORA_MODULES)
+    text = " ".join(target_modules) if isinstance(target_modules, (list, tuple)) else str(target_modules)
+    return [name for name in LORA_MODULES if name in text] or list(LORA_MODULES)
+
+
+def plan_recipe(path, accelerate_config=None, num_processes: int | None = None, gpu_memory: str | None = None,
+                prompt_length: int = DEFAULT_PROMPT_LENGTH) -> MemoryPlan:
+    """The plan of a train recipe (already checked) on a launch: the accelerate config's strategy and process count,
+    ``num_processes`` overriding it (default 1 rank of DDP). The recipe's ``bf16`` counts as written, even on a
+    machine without a GPU."""
+    from .cli import parse_recipe
+    from .config import UniGRPOConfig
+    from .recipe_check import read_recipe
+
+    raw = read_recipe(path)
+    _, config, model_args = parse_recipe(UniGRPOConfig, ["--config", str(path), "--bf16", "false", "--fp16", "false"])
+    recipe = {**recipe_values(config), "bf16": bool(raw.get("bf16")), "fp16": bool(raw.get("fp16"))}
+    strategy, ranks = launch_from_accelerate_config(accelerate_config) if accelerate_config else ("ddp", 1)
+    return plan_memory(
+        model_config_for(model_args.model_name_or_path), recipe, num_processes=num_processes or ranks,
+        strategy=strategy, use_peft=bool(model_args.use_peft), lora_r=model_args.lora_r,
+        lora_targets=lora_targets_of(model_args.lora_target_modules), lora_dropout=model_args.lora_dropout,
+        gpu_memory_bytes=parse_memory_size(gpu_memory) if gpu_memory else None, prompt_length=prompt_length)
