@@ -23,6 +23,7 @@ from unigrpo.data_parallel import (
     window_indices,
     window_micro_batch,
 )
+from unigrpo.inner_steps import InnerStepCycle
 from unigrpo.loss import LOSS_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +34,10 @@ TOLERANCE = 1e-5  # relative: the all-reduce adds the micro-batches' gradients i
 @pytest.mark.parametrize("processes,accumulation", [(2, 1), (2, 2), (4, 1)])
 def test_processes_split_the_window_that_one_process_accumulates(processes, accumulation):
     B, W = 3, processes * accumulation  # prompts per micro-batch, micro-batches per optimizer step
-    one = list(RepeatedBatchSampler(60, B, W, 1, seed=5))  # one process, accumulation W: W yields per window
+    one = list(RepeatedBatchSampler(60, B, InnerStepCycle(W, 1), seed=5))  # 1 process, accumulation W: W yields/window
     windows = [one[k * W] for k in range(len(one) // W)]
-    shards = [list(RepeatedBatchSampler(60, B, accumulation, 1, seed=5, num_processes=processes, rank=r))
+    shards = [list(RepeatedBatchSampler(60, B, InnerStepCycle(accumulation, 1), seed=5, num_processes=processes,
+                                        rank=r))
               for r in range(processes)]
     for k, window in enumerate(windows):
         for r in range(processes):

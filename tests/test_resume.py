@@ -12,9 +12,10 @@ from test_trainer import count_target_reward, make_config, prompts_dataset
 from transformers import TrainerCallback
 
 from unigrpo import UniGRPOTrainer
+from unigrpo.inner_steps import InnerStepCycle
 from unigrpo.models import load_model, load_tokenizer
-from unigrpo.resume import (COMPLETE_FILE, ROLLOUTS_FILE, CompleteCheckpointCallback, DiskFullError, is_disk_full,
-                            report_disk_full, resolve_checkpoint)
+from unigrpo.resume import (COMPLETE_FILE, ROLLOUTS_FILE, CompleteCheckpointCallback, DiskFullError,
+                            ResumeStateCallback, is_disk_full, report_disk_full, resolve_checkpoint)
 
 
 def build(model_dir, folder, max_steps, callbacks=None, **overrides):
@@ -298,3 +299,29 @@ def test_a_silent_write_error_on_a_full_disk_counts_as_disk_full(tmp_path, monke
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=4096))
     assert is_disk_full(error, tmp_path) and not is_disk_full(ValueError("bad row"), tmp_path)
     assert not is_disk_full(torch.OutOfMemoryError("CUDA out of memory"), tmp_path)
+
+
+def test_resuming_inside_a_cycle_with_other_accumulation_steps_names_the_fix(tmp_path):
+    """The open cycle's rollouts hold one micro-batch per accumulation slot: with other accumulation steps the
+    resumed micro-step differs from the saved one, and the run stops before it trains on a missing slot."""
+    single = SimpleNamespace(process_index=0, num_processes=1)
+    args = SimpleNamespace(output_dir=str(tmp_path), gradient_accumulation_steps=1, num_iterations=2,
+                           device=torch.device("cpu"))
+    saved = InnerStepCycle(accumulation=1, num_iterations=2)
+    saved.advance()
+    saved.store(["slot 0"])
+    ResumeStateCallback(saved, single).on_save(args, SimpleNamespace(global_step=1), None)
+    checkpoint = tmp_path / "checkpoint-1"
+    assert torch.load(checkpoint / ROLLOUTS_FILE, weights_only=False) == {"micro_step": 1, "rollouts": {0: "slot 0"}}
+
+    same = ResumeStateCallback(InnerStepCycle(accumulation=1, num_iterations=2), single)
+    same.resume_from = str(checkpoint)
+    same.on_train_begin(args, SimpleNamespace(global_step=1), None)
+    assert same.inner_steps.rollouts_for(0) == "slot 0"
+
+    other = ResumeStateCallback(InnerStepCycle(accumulation=2, num_iterations=2), single)
+    other.resume_from = str(checkpoint)
+    args.gradient_accumulation_steps = 2
+    with pytest.raises(ValueError, match="micro-step 1, but step 1 with gradient_accumulation_steps=2 resumes at "
+                                         "micro-step 2: resume with the accumulation steps the checkpoint"):
+        other.on_train_begin(args, SimpleNamespace(global_step=1), None)

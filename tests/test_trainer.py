@@ -59,7 +59,7 @@ def test_views_are_fixed_at_rollout_time_and_scored_by_theta_old(micro_model_dir
     trainer = make_trainer(micro_model_dir, tmp_path, num_iterations=3, max_steps=3)
     initial = copy.deepcopy(trainer.model).eval()
     trainer.train()
-    (rollouts,) = trainer._rollouts[0].tasks
+    (rollouts,) = trainer.inner_steps.rollouts_for(0).tasks
     assert len(rollouts.views) == 3
     # the old log-probs of the last view were taken before any update, on that same stored view
     with torch.no_grad():

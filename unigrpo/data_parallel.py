@@ -23,6 +23,8 @@ import os
 import torch
 from torch.utils.data import Sampler
 
+from .inner_steps import InnerStepCycle
+
 
 def window_micro_batch(slot: int, rank: int, num_processes: int) -> int:
     """Index j of the micro-batch that process ``rank`` trains in accumulation slot ``slot`` of a window."""
@@ -39,34 +41,34 @@ def window_indices(order: list[int], prompts_per_micro_batch: int, accumulation:
 
 
 class RepeatedBatchSampler(Sampler):
-    """Shuffled prompt windows (the module docstring); each window is yielded ``accumulation × repeats`` (= μ)
-    times in a row, as this process's prompts of all its accumulation slots.
+    """Shuffled prompt windows (the module docstring); each window is yielded once per micro-step of its μ cycle
+    (``cycle.length`` = accumulation × μ times in a row, ``unigrpo.inner_steps``), as this process's prompts of all
+    its accumulation slots.
 
     So the μ optimizer steps of one rollout batch see exactly the same prompts, every process draws the same order
     and keeps its own micro-batches of each window, and the trainer can roll out all its slots at the window's
     first micro-step (dapo's token count and the batch std then span the whole optimizer step).
     """
 
-    def __init__(self, num_rows: int, batch_size: int, accumulation: int, repeats: int, seed: int,
-                 num_processes: int = 1, rank: int = 0):
-        self.num_rows, self.batch_size, self.accumulation, self.repeats, self.seed = (
-            num_rows, batch_size, accumulation, repeats, seed
-        )
+    def __init__(self, num_rows: int, batch_size: int, cycle: InnerStepCycle, seed: int, num_processes: int = 1,
+                 rank: int = 0):
+        self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
+        self.accumulation, self.yields_per_window = cycle.accumulation, cycle.length
         self.num_processes, self.rank = num_processes, rank
         self.epoch = 0
-        window = batch_size * accumulation * num_processes
+        window = batch_size * self.accumulation * num_processes
         self.num_groups = num_rows // window
         if self.num_groups == 0:
             raise ValueError(
                 f"the train dataset has {num_rows} prompts, fewer than one optimizer step needs "
-                f"({batch_size} prompts × {accumulation} accumulation steps × {num_processes} processes)"
+                f"({batch_size} prompts × {self.accumulation} accumulation steps × {num_processes} processes)"
             )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_groups * self.accumulation * self.repeats
+        return self.num_groups * self.yields_per_window
 
     def __iter__(self):
         order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
@@ -74,7 +76,7 @@ class RepeatedBatchSampler(Sampler):
         for g in range(self.num_groups):
             mine = window_indices(order[g * window : (g + 1) * window].tolist(), self.batch_size, self.accumulation,
                                   self.num_processes, self.rank)
-            for _ in range(self.accumulation * self.repeats):
+            for _ in range(self.yields_per_window):
                 yield mine
 
 

@@ -1,7 +1,7 @@
 """Exact resume (docs/design.md §8): what a UniGRPO checkpoint holds beyond the ``Trainer``'s own state.
 
 The ``Trainer`` saves and restores the model (or adapter), optimizer, scheduler, RNG states, the data position and
-the global step. UniGRPO adds two things:
+the global step. UniGRPO adds the state of its μ cycle (``unigrpo.inner_steps.InnerStepCycle``):
 
 * the **micro-step counter**, from which the seeds of every rollout and mask draw are derived, so it is recomputed
   from the restored global step (global step × gradient-accumulation steps) when training begins;
@@ -265,22 +265,20 @@ def rollouts_file(rank: int, num_processes: int) -> str:
 
 
 class ResumeStateCallback(TrainerCallback):
-    """Saves the open cycle's rollouts with each checkpoint (one file per process) and restores them and the
-    micro-step on resume."""
+    """Saves the open μ cycle (``unigrpo.inner_steps``: its counter and rollouts) with each checkpoint, one file per
+    process, and restores it on resume."""
 
-    def __init__(self, trainer):
-        self.trainer = trainer
+    def __init__(self, inner_steps, accelerator):
+        self.inner_steps, self.accelerator = inner_steps, accelerator
         self.resume_from: str | None = None  # set by ``UniGRPOTrainer.train``
 
     def shard_name(self) -> str:
-        accelerator = self.trainer.accelerator
-        return rollouts_file(accelerator.process_index, accelerator.num_processes)
+        return rollouts_file(self.accelerator.process_index, self.accelerator.num_processes)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        trainer._micro_step = state.global_step * args.gradient_accumulation_steps
-        trainer._rollouts = {}
-        if not (self.resume_from and state.global_step % args.num_iterations):
+        cycle = self.inner_steps
+        cycle.reset_to_step(state.global_step)
+        if not (self.resume_from and cycle.is_open):
             return  # a fresh start or a cycle boundary: the next step makes new rollouts
         saved = Path(self.resume_from) / self.shard_name()
         if not saved.is_file():
@@ -289,15 +287,22 @@ class ResumeStateCallback(TrainerCallback):
                 f"saved by another number of processes; resume with the same number, or from a checkpoint at a "
                 f"multiple of num_iterations={args.num_iterations}")
         device = "cpu" if args.device.type == "cpu" else args.device  # torch.load cannot map to "cpu:0" (gloo runs)
-        trainer._rollouts = torch.load(saved, weights_only=False, map_location=device)
+        expected = cycle.micro_step
+        cycle.load_state_dict(torch.load(saved, weights_only=False, map_location=device))
+        if cycle.micro_step != expected:
+            raise ValueError(
+                f"{saved} holds the rollouts of micro-step {cycle.micro_step}, but step {state.global_step} with "
+                f"gradient_accumulation_steps={args.gradient_accumulation_steps} resumes at micro-step {expected}: "
+                f"resume with the accumulation steps the checkpoint was written with, or from a checkpoint at a "
+                f"multiple of num_iterations={args.num_iterations}")
 
     def on_save(self, args, state, control, **kwargs):
-        if state.global_step % args.num_iterations:  # inside a cycle: the next steps reuse these rollouts
+        if self.inner_steps.is_open:  # the next steps reuse these rollouts
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)  # the main process may not have made it yet
-            torch.save(self.trainer._rollouts, folder / self.shard_name())
+            torch.save(self.inner_steps.state_dict(), folder / self.shard_name())
         # every process's files (its RNG state, its rollouts) are written before the main one marks it complete
-        wait_for_everyone(self.trainer.accelerator)
+        wait_for_everyone(self.accelerator)
 
 
 class GracefulStopCallback(TrainerCallback):

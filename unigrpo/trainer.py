@@ -8,9 +8,10 @@ Outline of one optimizer step's prompts (each line one call below):
     old / ref    no-grad log-probs of θ_old and the reference on each view   → ``view_logps``
     μ × step     policy log-probs, clipped surrogate + β·KL, backward, step  → ``compute_loss``
 
-The Trainer's loop drives the μ inner steps: the train sampler yields each window of ``gradient_accumulation_steps``
-micro-batches ``num_iterations`` times in a row; on the window's first micro-step the rollouts of all its
-micro-batches are made (``make_window_rollouts``), then reused with the next view on the following inner steps.
+The Trainer's loop drives the μ inner steps (``unigrpo.inner_steps.InnerStepCycle``): the train sampler yields each
+window of ``gradient_accumulation_steps`` micro-batches ``num_iterations`` times in a row; on the window's first
+micro-step the rollouts of all its micro-batches are made (``make_window_rollouts``), then reused with the next view
+on the following inner steps.
 With several processes each holds its own micro-batches of the window (``unigrpo.data_parallel``). Everything that
 happens to a tensor is a pure function of another module, so the math is tested without this class.
 """
@@ -22,7 +23,6 @@ import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,6 +43,7 @@ from .data_parallel import (
 )
 from .evaluation import GenerationEvalMixin
 from .image_grid import ImageGridCallback
+from .inner_steps import InnerStepCycle
 from .likelihood import NoisedView, answer_token_logps, estimator_options, get_estimator
 from .loss import get_loss_normaliser, per_token_loss
 from .masking import get_mask_schedule
@@ -51,11 +52,12 @@ from .models.image_tokenizer import load_image_tokenizer
 from .models.lora import apply_peft
 from .plotting import TrainingCurvesCallback
 from .prompts import check_prompt_lengths, model_context_length
-from .resume import (GracefulStopCallback, ResumeStateCallback, add_complete_checkpoint_callback, report_disk_full,
-                     resolve_checkpoint)
+from .resume import (GracefulStopCallback, ResumeStateCallback, add_complete_checkpoint_callback,
+                     latest_complete_checkpoint, report_disk_full, resolve_checkpoint)
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
+from .rollout_batches import Rollouts, ScoredBatch, TaskViews
 from .sampler_settings import SamplerSettingsSaveMixin
-from .tasks import TaskRollout, TaskRunner, check_tasks, row_task
+from .tasks import TaskRunner, check_tasks, row_task
 from .training_logs import TrainingLogsMixin
 
 GRID_CAPTIONS = 16  # held-out t2i captions drawn before / after training in image_grid.png
@@ -67,67 +69,6 @@ def by_task(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     for row in rows:
         groups.setdefault(row_task(row), []).append(row)
     return list(groups.items())
-
-
-@dataclass
-class TaskViews:
-    """One task's answers in a micro-batch with the μ views and their old / reference log-probs."""
-
-    completion_ids: torch.Tensor  # (N_g, L_g)
-    offset: int  # index of its first answer in the micro-batch's advantages
-    views: list[NoisedView]  # μ views
-    old_logps: list[torch.Tensor | None]  # μ × (R, L_g), None when θ_old = θ (μ = 1)
-    ref_logps: list[torch.Tensor | None]  # μ × (R, L_g), None when β = 0
-
-    def inputs_for_step(self, n: int) -> dict:
-        view = self.views[n]
-        return {
-            "input_ids": view.input_ids,
-            "attention_mask": view.attention_mask,
-            "score_mask": view.score_mask,
-            "answer_index": view.answer_index,
-            "offset": self.offset,
-            "mask_ratio": view.mask_ratio,
-            "suffix_length": view.suffix_length,
-            "completion_ids": self.completion_ids,
-            "old_logps": self.old_logps[n],
-            "ref_logps": self.ref_logps[n],
-        }
-
-
-@dataclass
-class Rollouts:
-    """One micro-batch of scored rollouts: advantages of all N answers, and per task its answers and views.
-
-    ``tokens_per_micro_batch`` (μ,): the masked-token count of each inner step over the whole optimizer step (all
-    accumulation slots and processes) divided by its number of micro-batches: dapo's normaliser."""
-
-    advantages: torch.Tensor  # (N,)
-    tasks: list[TaskViews]
-    tokens_per_micro_batch: torch.Tensor | None = None  # (μ,)
-
-    def inputs_for_step(self, n: int) -> dict:
-        tokens = None if self.tokens_per_micro_batch is None else self.tokens_per_micro_batch[n]
-        return {"advantages": self.advantages, "tasks": [t.inputs_for_step(n) for t in self.tasks],
-                "global_tokens": tokens}
-
-    def masked_tokens(self) -> torch.Tensor:
-        """(μ,) scored (masked) answer tokens of each inner step's views in this micro-batch."""
-        return torch.stack([sum(t.views[n].score_mask.sum().float().cpu() for t in self.tasks)
-                            for n in range(len(self.tasks[0].views))])
-
-
-@dataclass
-class ScoredBatch:
-    """One micro-batch after rollout and rewards: its task groups (a prompt's G answers consecutive, tasks in
-    order of first appearance) and their scores."""
-
-    groups: list[TaskRollout]
-    rows: list[dict]  # (B) prompts in task order
-    per_func: torch.Tensor  # (N, F) each reward on each answer, NaN = not applicable
-    rewards: torch.Tensor  # (N,) weighted sum
-    skipped: list[int]  # (F,) samples a reward skipped
-    seed: int  # its rollout seed; the masks use seed + 1
 
 
 def ray_engine_options(args: UniGRPOConfig) -> dict:
@@ -253,14 +194,13 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
                           if row_task(row) == "t2i"}.values())[:GRID_CAPTIONS]  # distinct held-out captions
         if grid_rows:
             self.add_callback(ImageGridCallback(self.generate_eval_images, grid_rows))
-        self.resume_state = ResumeStateCallback(self)
+        self.inner_steps = InnerStepCycle(args.gradient_accumulation_steps, args.num_iterations)
+        self.resume_state = ResumeStateCallback(self.inner_steps, self.accelerator)
         self.add_callback(self.resume_state)
         self.add_callback(GracefulStopCallback(self.accelerator))
         self.add_callback(CloseEngineCallback(self.engine))  # the grid callback still draws at train end
         add_complete_checkpoint_callback(self)  # last: after every other file of a checkpoint
         self._metrics: dict[str, list[float]] = defaultdict(list)
-        self._rollouts: dict[int, Rollouts] = {}
-        self._micro_step = 0
         self.forward_counts = defaultdict(int)  # per kind of forward pass, counted in answers (benchmarks read it)
 
     def train(self, resume_from_checkpoint=None, **kwargs):
@@ -307,8 +247,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
         sampler = RepeatedBatchSampler(
             len(self.train_dataset),
             self.args.prompts_per_device_step,
-            self.args.gradient_accumulation_steps,
-            self.args.num_iterations,
+            self.inner_steps,
             self.args.seed,
             num_processes=self.accelerator.num_processes,
             rank=self.accelerator.process_index,
@@ -323,30 +262,27 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
 
     # ------------------------------------------------------------------ the outline
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """One micro-batch of inner step n: roll out all of this process's slots on the window's first micro-step
-        (``inputs["rows"]`` holds them, slot by slot), then the usual step on slot ``slot``."""
-        GA, mu = self.args.gradient_accumulation_steps, self.args.num_iterations
-        cycle, position = divmod(self._micro_step, GA * mu)
-        n, slot = divmod(position, GA)
+        """One micro-batch of inner step n (``unigrpo.inner_steps``): roll out all of this process's slots on the
+        window's first micro-step (``inputs["rows"]`` holds them, slot by slot), then the usual step on one slot."""
+        step = self.inner_steps.advance()
         B = self.args.prompts_per_device_step
-        slots = [inputs["rows"][s * B : (s + 1) * B] for s in range(GA)]
-        if n == 0 and slot == 0:
-            self._rollouts = dict(enumerate(self.make_window_rollouts(slots, cycle)))
-        self._micro_step += 1
+        slots = [inputs["rows"][s * B : (s + 1) * B] for s in range(self.inner_steps.accumulation)]
+        if step.fresh:
+            self.inner_steps.store(self.make_window_rollouts(slots, step.cycle))
+        rollouts = self.inner_steps.rollouts_for(step.slot)
         with self.timer("update"):
-            loss = super().training_step(model, self._rollouts[slot].inputs_for_step(n), num_items_in_batch)
+            loss = super().training_step(model, rollouts.inputs_for_step(step.n), num_items_in_batch)
         if not torch.isfinite(loss).all():
-            self.stop_on_non_finite_loss(loss, slots[slot])
+            self.stop_on_non_finite_loss(loss, slots[step.slot])
         return loss
 
     def stop_on_non_finite_loss(self, loss, rows) -> None:
         """A NaN/inf loss would poison the weights at the optimizer step: stop before it, naming what to look at."""
-        from .resume import latest_complete_checkpoint
-
         prompts = [str(row.get("prompt"))[:40] for row in rows[:4]]
         last = latest_complete_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
         raise FloatingPointError(
-            f"loss is {loss.item()} at optimizer step {self.state.global_step + 1} (micro-step {self._micro_step}); "
+            f"loss is {loss.item()} at optimizer step {self.state.global_step + 1} (micro-step "
+            f"{self.inner_steps.micro_step}); "
             f"batch prompts start {prompts}; the weights were not updated. Last complete checkpoint: "
             f"{last or 'none'} (resume with --resume_from_checkpoint auto after fixing the cause: a reward returning "
             f"inf, a learning rate too high, or bf16 overflow)")
@@ -362,8 +298,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
     @torch.no_grad()
     def make_rollouts(self, rows: list[dict]) -> Rollouts:
         """The rollouts of one micro-batch (a window of one slot; the trainer itself calls ``make_window_rollouts``)."""
-        GA, mu = self.args.gradient_accumulation_steps, self.args.num_iterations
-        return self.make_window_rollouts([rows], self._micro_step // (GA * mu))[0]
+        return self.make_window_rollouts([rows], self.inner_steps.cycle)[0]
 
     @torch.no_grad()
     def make_window_rollouts(self, slots: list[list[dict]], cycle: int) -> list[Rollouts]:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 import torch
 
 from .data_parallel import gather_objects, gather_tensor, mean_over_processes, merge_sums, sum_over_processes
 from .likelihood import sequence_logp
-
-if TYPE_CHECKING:
-    from .trainer import ScoredBatch
+from .rollout_batches import ScoredBatch
 
 
 class TrainingLogsMixin:
