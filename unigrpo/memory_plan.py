@@ -118,7 +118,8 @@ class ModelShape:
 
     def lora_inputs(self, targets) -> list[tuple[int, int]]:
         """(in, out) features of each LoRA-targeted projection of one block."""
-        d, qd, kvd, m = self.d_model, self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.mlp_hidden_size
+        d, m = self.d_model, self.mlp_hidden_size
+        qd, kvd = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         shapes = {"q_proj": (d, qd), "k_proj": (d, kvd), "v_proj": (d, kvd), "attn_out": (qd, d),
                   "ff_proj": (d, m), "up_proj": (d, m), "ff_out": (m, d)}
         unknown = sorted(set(targets) - set(shapes))
@@ -363,7 +364,8 @@ class MemoryPlan:
 
 
 RECIPE_KEYS = ("bf16", "fp16", "activation_checkpointing", "gradient_checkpointing", "likelihood_estimator",
-               "eval_strategy", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+               "eval_strategy", "per_device_train_batch_size", "per_device_eval_batch_size",
+               "gradient_accumulation_steps",
                "num_generations", "max_completion_length", "block_length", "kv_cache", "cfg_scale", "num_iterations",
                "beta", "kl_reference")
 """The recipe keys the plan reads (a ``UniGRPOConfig`` or a dict with them)."""
