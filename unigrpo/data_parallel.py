@@ -119,22 +119,6 @@ def check_launch(num_processes: int) -> None:
             f"one gloo group (docs/scaling-out.md)")
 
 
-def check_parameter_sharding(accelerator) -> None:
-    """Rollouts and the no-grad θ_old / reference passes call the policy's own module, outside the training
-    wrapper, so every process must hold whole parameters: DDP and DeepSpeed ZeRO-1/2 do; FSDP and ZeRO-3 shard them
-    and would need a gather around those passes (TRL's ``unwrap_model_for_generation``), not built yet."""
-    from accelerate.utils import DistributedType
-
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    zero3 = plugin is not None and getattr(plugin, "zero_stage", None) == 3
-    if accelerator.distributed_type == DistributedType.FSDP or zero3:
-        raise ValueError(
-            f"{'DeepSpeed ZeRO-3' if zero3 else 'FSDP'} shards the parameters, and UniGRPO's rollouts and no-grad "
-            f"passes do not gather them yet: use recipes/accelerate/ddp.yaml or deepspeed_zero2.yaml (ZeRO-2 "
-            f"shards optimizer states and gradients, which is what full fine-tuning of an 8B model needs), or LoRA "
-            f"with DDP (docs/scaling-out.md)")
-
-
 def gather_objects(accelerator, value) -> list:
     """``value`` of every process, in rank order (one all-gather of picklable objects)."""
     if accelerator.num_processes == 1:

@@ -19,6 +19,7 @@ from rollouts import LocalEngine
 
 from .data_parallel import gather_objects
 from .rewarding import combine_rewards, score_completions
+from .sharding import whole_model
 from .tasks import TASKS, TaskRunner, row_task
 
 
@@ -161,15 +162,16 @@ class GenerationEvalMixin:
         # each process answers a contiguous share of the rows; the metrics come from everyone's answers
         share = dataset.shard(accelerator.num_processes, accelerator.process_index, contiguous=True) \
             if accelerator.num_processes > 1 else dataset
-        samples = generate_and_score(
-            accelerator.unwrap_model(self.model), self.processing_class, share, self.reward_funcs, self.reward_names,
-            self.args.sampler_config(temperature=self.args.eval_temperature), self.mask_token_id,
-            accuracy_reward=self.args.accuracy_reward, batch_size=self.args.per_device_eval_batch_size,
-            seed=self.args.seed, reward_errors=getattr(self.args, "reward_errors", "raise"),
-            reward_timeout=getattr(self.args, "reward_timeout", None),
-            image_sampler_config=self.args.image_sampler_config(temperature=self.args.eval_temperature),
-            image_tokenizer=getattr(self, "image_tokenizer", None),
-        )
+        with whole_model(accelerator, self.model_wrapped) as model:  # gathered under FSDP2 / ZeRO-3
+            samples = generate_and_score(
+                model, self.processing_class, share, self.reward_funcs, self.reward_names,
+                self.args.sampler_config(temperature=self.args.eval_temperature), self.mask_token_id,
+                accuracy_reward=self.args.accuracy_reward, batch_size=self.args.per_device_eval_batch_size,
+                seed=self.args.seed, reward_errors=getattr(self.args, "reward_errors", "raise"),
+                reward_timeout=getattr(self.args, "reward_timeout", None),
+                image_sampler_config=self.args.image_sampler_config(temperature=self.args.eval_temperature),
+                image_tokenizer=getattr(self, "image_tokenizer", None),
+            )
         if accelerator.num_processes > 1:  # every process's scored answers (their completions stay local)
             samples = EvalSamples.merge(gather_objects(accelerator, EvalSamples(samples.per_func, samples.correct,
                                                                                 samples.lengths, samples.n)))

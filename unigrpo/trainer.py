@@ -34,7 +34,6 @@ from .advantages import group_advantages
 from .config import UniGRPOConfig
 from .data_parallel import (
     RepeatedBatchSampler,
-    check_parameter_sharding,
     gather_tensor,
     local_share,
     rollout_seed,
@@ -57,6 +56,7 @@ from .resume import (GracefulStopCallback, ResumeStateCallback, add_complete_che
 from .rewarding import combine_rewards, preflight_rewards, resolve_reward_funcs, score_completions
 from .rollout_batches import Rollouts, ScoredBatch, TaskViews
 from .sampler_settings import SamplerSettingsSaveMixin
+from .sharding import check_sharding, whole_model
 from .tasks import TaskRunner, check_tasks, row_task
 from .training_logs import TrainingLogsMixin
 
@@ -180,7 +180,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
             processing_class=processing_class,
             callbacks=callbacks,
         )
-        check_parameter_sharding(self.accelerator)
+        check_sharding(self.accelerator)
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)  # a frozen copy: never wrapped for data parallelism
         self.engine = make_engine(args.rollout_backend, self.unwrapped_model, processing_class, self.mask_token_id,
@@ -229,17 +229,24 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
         self.sync_engine_weights()
         runner = TaskRunner(self.engine, self.processing_class, args.sampler_config(args.eval_temperature),
                             args.image_sampler_config(args.eval_temperature), self.image_tokenizer)
-        return runner.rollout("t2i", rows, 1, seed=args.seed).completions
+        with self.whole_policy():
+            return runner.rollout("t2i", rows, 1, seed=args.seed).completions
 
     def sync_engine_weights(self) -> None:
         """Send the policy to the rollout engine when an optimizer step changed it (docs/design.md §7; local: no-op)."""
         if self.engine.weights_version != self.state.global_step:
-            with self.timer("weight_sync"):
-                self.engine.update_weights(self.unwrapped_model, version=self.state.global_step)
+            with self.timer("weight_sync"), self.whole_policy() as policy:
+                self.engine.update_weights(policy, version=self.state.global_step)
 
     @property
     def unwrapped_model(self):
         return self.accelerator.unwrap_model(self.model)
+
+    def whole_policy(self):
+        """The policy with whole weights for the passes outside the training wrapper (rollouts, θ_old / reference
+        log-probs, evaluation): gathered under FSDP2 / ZeRO-3, as is otherwise (``unigrpo.sharding``). The local
+        engine holds ``unwrapped_model``, the same module, so it generates with the gathered weights."""
+        return whole_model(self.accelerator, self.model_wrapped)
 
     def get_train_dataloader(self) -> DataLoader:
         """This process's share of every window (``unigrpo.data_parallel``); not handed to ``accelerator.prepare``,
@@ -303,10 +310,12 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
     @torch.no_grad()
     def make_window_rollouts(self, slots: list[list[dict]], cycle: int) -> list[Rollouts]:
         """This process's micro-batches of one optimizer step: rollout → rewards per slot; advantages from the
-        rewards of the whole window (gathered over processes); μ views → old / reference log-probs (all no-grad)."""
-        batches = [self.rollout_and_score(rows, self.rollout_seed(cycle, s)) for s, rows in enumerate(slots)]
-        advantages = self.window_advantages(batches)
-        rollouts = [self.score_views(b, a) for b, a in zip(batches, advantages)]
+        rewards of the whole window (gathered over processes); μ views → old / reference log-probs (all no-grad, with
+        the policy's weights gathered once for all of them under FSDP2 / ZeRO-3)."""
+        with self.whole_policy():
+            batches = [self.rollout_and_score(rows, self.rollout_seed(cycle, s)) for s, rows in enumerate(slots)]
+            advantages = self.window_advantages(batches)
+            rollouts = [self.score_views(b, a) for b, a in zip(batches, advantages)]
         micro_batches = len(slots) * self.accelerator.num_processes
         tokens = sum_over_processes(self.accelerator, sum(r.masked_tokens() for r in rollouts))  # (μ,) whole step
         for r in rollouts:
@@ -379,7 +388,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
             return None  # θ_old = θ at the only inner step: the ratio is 1, read from the policy pass (detached)
         if kind == "ref" and (args.beta == 0.0 or args.kl_reference == "rollout"):
             return None
-        model, context = self.unwrapped_model, nullcontext()
+        model, context = self.unwrapped_model, nullcontext()  # whole: inside make_window_rollouts' whole_policy
         if kind == "ref":
             if self.ref_model is not None:
                 model = self.ref_model
