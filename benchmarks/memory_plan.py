@@ -17,7 +17,8 @@ import torch
 from peft import LoraConfig
 
 from unigrpo.likelihood import answer_token_logps, assemble_view
-from unigrpo.memory_plan import GIB, plan_memory, plan_recipe
+from unigrpo.memory_plan import GIB, plan_memory
+from unigrpo.memory_plan_recipe import plan_recipe
 from unigrpo.models import LORA_TARGET_MODULES, LLaDAModelLM, tiny_config
 from unigrpo.models.lora import apply_peft
 

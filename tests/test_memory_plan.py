@@ -6,8 +6,8 @@ from peft import LoraConfig
 
 from unigrpo.cli import main
 from unigrpo.likelihood import answer_token_logps, assemble_view
-from unigrpo.memory_plan import (GIB, KNOWN_SHAPES, ModelShape, launch_from_accelerate_config,
-                                 model_config_for, parse_memory_size, plan_memory)
+from unigrpo.memory_plan import GIB, KNOWN_SHAPES, ModelShape, plan_memory
+from unigrpo.memory_plan_recipe import launch_from_accelerate_config, model_config_for, parse_memory_size
 from unigrpo.models import LORA_TARGET_MODULES, LLaDAModelLM, tiny_config
 from unigrpo.models.lora import apply_peft
 

@@ -230,7 +230,7 @@ def cmd_check(argv) -> int:
         else:
             print(f"ok: {path} ({kind})")
             if args.plan and kind == "train":
-                from .memory_plan import plan_recipe
+                from .memory_plan_recipe import plan_recipe
 
                 print(plan_recipe(path, args.accelerate_config, args.num_processes, args.gpu_memory,
                                   args.prompt_length).format())
