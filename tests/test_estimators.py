@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from unigrpo import UniGRPOConfig
-from unigrpo.likelihood import ESTIMATORS, assemble_view, estimator_options, get_estimator, sequence_logp
+from unigrpo.likelihood import (ESTIMATORS, assemble_view, estimator_options, get_estimator, masked_token_logps,
+                                sequence_logp)
 
 MASK = 99
 PROMPT = torch.tensor([[5, 5, 10, 11, 12, 13], [20, 21, 22, 23, 24, 25]])  # row 0 left-padded with 5
@@ -102,6 +103,23 @@ def test_coupled_pair_sums_to_the_full_answer_log_likelihood_of_its_rows():
     rows = token_logps[v.answer_index]
     total = torch.zeros(2).index_add(0, v.answer_index, (rows * v.score_mask).sum(-1))
     assert torch.allclose(total, (token_logps * ELIGIBLE).sum(1))
+
+
+def test_token_logps_at_the_scored_positions_only_match_the_full_computation():
+    """The update computes log-softmax only where score_mask is set (the 126k-word fp32 logits are the largest
+    tensor of the update): same values and gradients there, bit for bit, and 0 (no gradient) elsewhere."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=generator).to(torch.bfloat16).requires_grad_()  # (R, L, V)
+    targets = torch.randint(0, 11, (3, 5), generator=generator)
+    score_mask = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]).bool()  # row 1 scores nothing
+    full = masked_token_logps(logits, targets)
+    (full_grad,) = torch.autograd.grad((full * score_mask).sum(), logits)
+    scored = masked_token_logps(logits, targets, score_mask)
+    (scored_grad,) = torch.autograd.grad((scored * score_mask).sum(), logits)
+    assert scored.dtype == torch.float32 and scored.shape == (3, 5)
+    assert torch.equal(scored[score_mask], full[score_mask].detach())
+    assert torch.equal(scored[~score_mask], torch.zeros(int((~score_mask).sum())))
+    assert torch.equal(scored_grad, full_grad) and not scored_grad[~score_mask].any()
 
 
 @pytest.mark.parametrize("name", ["d1", "coupled"])

@@ -39,11 +39,23 @@ class NoisedView:
         return NoisedView(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
 
 
-def masked_token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p_θ(o_t | q, õ) (MMaDA Eq. 3) at every answer position: logits (R, L, V), targets (R, L) → (R, L).
+def masked_token_logps(logits: torch.Tensor, targets: torch.Tensor,
+                       score_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log p_θ(o_t | q, õ) (MMaDA Eq. 3): logits (R, L, V), targets (R, L) → (R, L).
 
-    Computed in fp32 as logit[target] − logsumexp(logits) so no (R, L, V) log-softmax is kept for backward.
+    Computed in fp32 as logit[target] − logsumexp(logits) so no (R, L, V) log-softmax is kept for backward. With
+    ``score_mask`` (R, L) only the scored positions are computed and the rest are 0 (every reader of token log-probs
+    masks with it): the fp32 copy of the logits and its gradient then cover M scored rows instead of R·L — LLaDA's
+    126k-word vocabulary makes that 0.5 MB per position, about half the answer at the schedule's mean ratio.
     """
+    if score_mask is None:
+        return _token_logps(logits, targets)
+    scored = _token_logps(logits[score_mask], targets[score_mask])  # (M,)
+    return torch.zeros(score_mask.shape, dtype=scored.dtype, device=scored.device).masked_scatter(score_mask, scored)
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits (..., V), targets (...) → fp32 log-probs (...) of the targets."""
     logits = logits.float()
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
@@ -56,14 +68,15 @@ def sequence_logp(token_logps: torch.Tensor, score_mask: torch.Tensor) -> torch.
 
 
 def answer_token_logps(model, view: NoisedView, completion_ids: torch.Tensor) -> torch.Tensor:
-    """One forward pass of the noised view → token log-probs (R, L) of the true answer tokens.
+    """One forward pass of the noised view → token log-probs (R, L) of the true answer tokens at the view's
+    scored positions (0 at the others, which no loss or metric reads).
 
     completion_ids (N, L) are the sampled answers; row r of the view scores answer ``answer_index[r]``.
     """
     L, S = completion_ids.shape[1], view.suffix_length
     logits = model(input_ids=view.input_ids, attention_mask=view.attention_mask).logits  # (R, P+L+S, V)
     logits = logits[:, logits.shape[1] - S - L : logits.shape[1] - S]  # (R, L, V)
-    return masked_token_logps(logits, completion_ids[view.answer_index])
+    return masked_token_logps(logits, completion_ids[view.answer_index], view.score_mask)
 
 
 def assemble_view(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None, noised_answers: torch.Tensor,
