@@ -24,7 +24,7 @@ On the device machine (no network: the trainer's packages that its image lacks t
 transformers, accelerate and peft are there):
     bash benchmarks/gpu_e2e_pack.sh            # here, once: .whl/ (41 MB; with the repo 53 of the 64 MiB a call carries)
     device run, carry [".whl"]:  bash benchmarks/gpu_e2e_pack.sh --install && export PYTHONPATH=/tmp/site:$PWD &&
-        PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py | tee $OUT/gpu_e2e.jsonl     # about 5 minutes
+        PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py | tee $OUT/gpu_e2e.jsonl     # not yet run on a GPU
 """
 
 from __future__ import annotations
