@@ -67,3 +67,22 @@ def test_tiny_arith_lora_recipe_trains_and_saves_a_loadable_adapter(tmp_path, ca
     x = torch.randint(10, 100, (1, 8))
     assert merged(x).logits.shape == (1, 8, merged.config.embedding_size)
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_the_adapters_initial_weights_follow_the_seed_not_the_global_random_state(tmp_path):
+    """LoRA's A matrices are random: seeded by ``args.seed``, so every process of a launch and every launch mode
+    (1 process, DDP, FSDP2) starts from the same adapters, whatever drew random numbers before."""
+    from unigrpo.data import make_arith_dataset
+
+    def adapters(noise_draws: int) -> dict:
+        torch.rand(noise_draws)  # other code consumed the global generator differently
+        args = UniGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2,
+                             max_completion_length=6, block_length=6, diffusion_steps=6, max_steps=1, seed=3,
+                             report_to="none")
+        trainer = UniGRPOTrainer("tiny-arith-sft", ["math_correctness"], args, make_arith_dataset("train"),
+                                 peft_config=LoraConfig(r=4, lora_alpha=8))
+        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_A" in k}
+
+    first, second = adapters(1), adapters(7)
+    assert first and first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, set_seed
 
 from rollouts import make_engine
 
@@ -160,6 +160,7 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
             model = load_model(model)
         self.mask_token_id = resolve_mask_token_id(model, processing_class)
         if peft_config is not None:
+            set_seed(args.seed)  # the adapters' random init: the same on every process and in every launch mode
             model = apply_peft(model, peft_config)
         self.ref_model = None
         if args.beta > 0 and args.kl_reference == "initial" and peft_config is None:
