@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from rollouts.engine import ROLLOUT_BACKENDS
+from rollouts.image_sampler import IMAGE_SAMPLERS, ImageSamplerConfig
 from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, SamplerConfig
 
 from .advantages import SCALE_REWARDS
@@ -62,9 +63,16 @@ class SamplingArguments:
         default=None, metadata=_help("Factor-based parallel decoding (Fast-dLLM): n-th best confidence ≥ 1 − f/(n+1).")
     )
     eval_temperature: float = field(default=0.0, metadata=_help("Sampling temperature for evaluation (0 = greedy)."))
+    image_sampler: str = field(
+        default="mmada",
+        metadata=_help("t2i: 'mmada' = MMaDA's published t2i_generate, token for token (codes at temperature 1, "
+                       "compounding choice noise, float32 schedule, strict cut-off); 'maskgit' = the annealed "
+                       "variant (codes at image_temperature, exact schedule). rollouts/image_sampler.py.",
+                       IMAGE_SAMPLERS),
+    )
     image_steps: int = field(default=16, metadata=_help("t2i: MaskGIT steps per image (MMaDA publishes 15–50)."))
     image_temperature: float = field(
-        default=1.0, metadata=_help("t2i: temperature of code sampling and of the annealed choice noise.")
+        default=1.0, metadata=_help("t2i: scale of the choice noise ('maskgit': also the code sampling temperature).")
     )
     image_cfg_scale: float = field(
         default=0.0, metadata=_help("t2i: guidance w, (1+w)·cond − w·uncond with an empty caption (MMaDA: 3.5).")
@@ -82,13 +90,14 @@ class SamplingArguments:
             options["temperature"] = temperature
         return SamplerConfig.from_recipe(**options)
 
-    def image_sampler_config(self, temperature: float | None = None):
-        from rollouts import ImageSamplerConfig
-
+    def image_sampler_config(self, temperature: float | None = None) -> ImageSamplerConfig:
+        """The image sampler with these options (``temperature`` overrides ``image_temperature``, e.g. for
+        evaluation); a bad value is one ValueError naming the recipe key."""
         return ImageSamplerConfig(
             steps=self.image_steps,
             temperature=self.image_temperature if temperature is None else temperature,
             cfg_scale=self.image_cfg_scale,
+            mode=self.image_sampler,
         )
 
 
