@@ -9,19 +9,20 @@ it were local and never knows where generation ran.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .image_sampler import ImageSamplerConfig, ImageSamplerOutput, generate_image_codes
-from .text_sampler import SamplerConfig, generate_text
+from .text_sampler import DecodeStats, SamplerConfig, generate_text
 
 
 @dataclass
 class RolloutBatch:
     """N = prompts × num_generations answers; answer i belongs to prompt i // num_generations.
 
-    prompt_ids / prompt_mask (N, P) left-padded; completion_ids / commit_step (N, L); completions: decoded texts.
+    prompt_ids / prompt_mask (N, P) left-padded; completion_ids / commit_step (N, L); completions: decoded texts;
+    stats: the sampler's ``DecodeStats`` summed over every call that produced the batch.
     """
 
     prompt_ids: torch.Tensor
@@ -29,6 +30,7 @@ class RolloutBatch:
     completion_ids: torch.Tensor
     commit_step: torch.Tensor
     completions: list[str]
+    stats: DecodeStats = field(default_factory=DecodeStats)
 
 
 def tokenize_prompts(tokenizer, prompts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +86,8 @@ class LocalEngine:
         completion_ids = torch.cat([o.completion_ids for o in outputs])
         commit_step = torch.cat([o.commit_step for o in outputs])
         completions = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        return RolloutBatch(prompt_ids, prompt_mask, completion_ids, commit_step, completions)
+        stats = sum((o.stats for o in outputs), DecodeStats())
+        return RolloutBatch(prompt_ids, prompt_mask, completion_ids, commit_step, completions, stats)
 
     @torch.no_grad()
     def generate_images(self, prompt_ids, prompt_mask, suffix_ids, config: ImageSamplerConfig, *, num_codes: int,

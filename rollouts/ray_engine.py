@@ -19,6 +19,7 @@ import torch
 
 from .engine import LocalEngine, RolloutBatch, tokenize_prompts
 from .image_sampler import ImageSamplerOutput
+from .text_sampler import DecodeStats
 
 SEED_STRIDE = 1_000_000_007  # worker k samples with seed + k·stride (worker 0 = the step seed: 1 worker = local)
 
@@ -202,7 +203,7 @@ class RayEngine:
         )
         cat = lambda name: torch.cat([getattr(b, name) for b in shares])
         return RolloutBatch(cat("prompt_ids"), cat("prompt_mask"), cat("completion_ids"), cat("commit_step"),
-                            [c for b in shares for c in b.completions])
+                            [c for b in shares for c in b.completions], sum((b.stats for b in shares), DecodeStats()))
 
     def generate_images(self, prompt_ids, prompt_mask, suffix_ids, config, *, num_codes: int, code_offset: int,
                         codebook_size: int, num_generations: int = 1, unconditional=None,

@@ -20,6 +20,13 @@ Fast options (Fast-dLLM, Wu et al. 2025; same interface, measured in benchmarks/
     factor = f              … or the n most confident while the n-th has confidence ≥ 1 − f/(n + 1)
                             with either, the plain schedule stays a floor and a block ends as soon as it has no
                             mask, so ``steps`` becomes a maximum
+    threshold_rule          ``floor`` (the above) | ``fast_dllm``: Fast-dLLM's own rule (``llada/generate.py``,
+                            ``get_transfer_index``): the schedule is ignored, a step commits every masked position
+                            of the block with confidence ≥ c and at least the most confident one, and a block takes
+                            as many steps as it needs (at most block_length; ``steps`` plays no part)
+
+Each call also reports ``DecodeStats``: answer tokens committed per row-forward and the mean probability of the
+committed tokens, the guard against over-confident parallel decoding in RL (d1, Zhao et al. 2025).
 
 The log-probabilities of training never use these: the loss runs the full bidirectional forward.
 
@@ -69,6 +76,10 @@ class SamplerConfig:
     factor: float | None = None
     """Factor-based parallel decoding (Fast-dLLM): each step commits the n most confident masked positions while
     the n-th confidence ≥ 1 − factor/(n + 1); ``steps`` becomes a maximum. None = off."""
+    threshold_rule: str = "floor"
+    """How ``threshold`` decides a step's commits: ``floor`` — the plain schedule's count is a floor, ``>`` c;
+    ``fast_dllm`` — Fast-dLLM's ``get_transfer_index``: every masked position of the block with confidence ≥ c, at
+    least the most confident one, no schedule (a block runs until it has no mask, ≤ block_length steps)."""
 
     def __post_init__(self):
         check_sampler_options(vars(self))
@@ -99,6 +110,17 @@ class SamplerConfig:
     def steps_per_block(self) -> int:
         return self.steps // self.num_blocks
 
+    @property
+    def fast_dllm_threshold(self) -> bool:
+        """Whether Fast-dLLM's threshold rule decides the commits (``threshold_rule='fast_dllm'`` with a threshold)."""
+        return self.threshold is not None and self.threshold_rule == "fast_dllm"
+
+    @property
+    def max_steps_per_block(self) -> int:
+        """The most steps a block may take: ``steps_per_block``, or block_length under Fast-dLLM's rule (which
+        ignores ``steps`` and commits at least one token per step)."""
+        return self.block_length if self.fast_dllm_threshold else self.steps_per_block
+
 
 RECIPE_KEYS = {
     "gen_length": "max_completion_length",
@@ -110,6 +132,7 @@ RECIPE_KEYS = {
     "cache": "kv_cache",
     "threshold": "confidence_threshold",
     "factor": "confidence_factor",
+    "threshold_rule": "threshold_rule",
 }
 """``SamplerConfig`` field → its key in recipes (``unigrpo.config.SamplingArguments``) and on the command line
 (``unigrpo generate``): the one place where the sampler's LLaDA names meet the user-facing ones."""
@@ -146,9 +169,42 @@ def check_sampler_options(options: dict, keys: dict | None = None) -> None:
         raise ValueError(f"{key('threshold')}={threshold!r} must be a confidence in (0, 1], or None (off)")
     if factor is not None and not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
         raise ValueError(f"{key('factor')}={factor!r} must be a finite number > 0, or None (off)")
+    rule = options["threshold_rule"]
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"{key('threshold_rule')}={rule!r} is not valid; choose one of {list(THRESHOLD_RULES)}")
+    if rule == "fast_dllm" and factor is not None:
+        raise ValueError(f"{key('threshold_rule')}='fast_dllm' follows Fast-dLLM's threshold path, which has no "
+                         f"{key('factor')}; set {key('factor')}=None or {key('threshold_rule')}='floor'")
     if (threshold is not None or factor is not None) and remasking != "low_confidence":
         raise ValueError(f"{key('threshold')}/{key('factor')} decoding compares model probabilities, so it needs "
                          f"{key('remasking')}='low_confidence', not {remasking!r}")
+
+
+@dataclass
+class DecodeStats:
+    """Sums over sampler calls (chunks, workers and processes add up) that show how parallel decoding behaves: d1's
+    authors report that Fast-dLLM-style rollouts in online RL make the logits over-confident and commit too many
+    tokens at once, so the trainer logs the two ratios below (README "Metrics")."""
+
+    committed: float = 0.0
+    """Answer tokens committed."""
+    row_forwards: float = 0.0
+    """Forwards × rows forwarded (a CFG step counts once per row)."""
+    confidence_sum: float = 0.0
+    """Sum over the committed tokens of softmax(logits)[x0], the model's probability of the committed token."""
+
+    def __add__(self, other: DecodeStats) -> DecodeStats:
+        return DecodeStats(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Answer tokens a row gets per forward: L / steps for the plain sampler, more with parallel decoding."""
+        return self.committed / max(self.row_forwards, 1.0)
+
+    @property
+    def committed_confidence(self) -> float:
+        """Mean probability of the committed tokens, in (0, 1]."""
+        return self.confidence_sum / max(self.committed, 1.0)
 
 
 @dataclass
@@ -160,9 +216,12 @@ class SamplerOutput:
     completion_ids: torch.LongTensor
     """(B, L): the answer; after its first EOS everything is EOS (when an EOS id was given)."""
     commit_step: torch.LongTensor
-    """(B, L): the global step (0-based) at which each answer position was committed — the decoding order."""
+    """(B, L): the step (0-based; block · ``max_steps_per_block`` + step in the block) at which each answer position
+    was committed — the decoding order."""
     forwards: int = 0
     """Model forwards run (NFE; a CFG step counts once although it runs both halves in one batch)."""
+    stats: DecodeStats = dataclasses.field(default_factory=DecodeStats)
+    """Committed tokens, row-forwards and committed probabilities of this call (read from the device once)."""
 
 
 # ---- schedule ------------------------------------------------------------------------------------------------------
@@ -224,6 +283,7 @@ def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None) ->
 # read them from here.
 REMASKING = {"low_confidence": chosen_token_probability, "random": random_confidence}
 CACHES = ("none", "prefix", "dual")
+THRESHOLD_RULES = ("floor", "fast_dllm")
 
 
 def select_commits(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -260,10 +320,21 @@ def factor_commit_count(confidence: torch.Tensor, factor: float) -> torch.Tensor
     return passes.long().cumprod(dim=1).sum(dim=1)
 
 
+def fast_dllm_commit_count(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Fast-dLLM's threshold rule (``llada/generate.py``, ``get_transfer_index``): the masked positions with
+    confidence ≥ c, and at least one — its top-k over the block keeps the best unconditionally and drops the others
+    below c. confidence (B, K), −inf where not masked → (B,); a row with no mask left commits nothing (its k = 1
+    meets no masked position)."""
+    return (confidence >= threshold).sum(dim=1).clamp(min=1)
+
+
 def commit_count(scheduled: torch.Tensor, confidence: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
-    """Positions to commit this step per row (B,): the plain schedule's count, raised by threshold / factor
-    decoding, at least one. The schedule stays a floor, so a block never needs more than its ``steps``; with one
-    scheduled token per step this is Fast-dLLM's rule (max(1, count above c))."""
+    """Positions to commit this step per row (B,). ``threshold_rule='floor'``: the plain schedule's count, raised
+    by threshold / factor decoding, at least one; the schedule stays a floor, so a block never needs more than its
+    ``steps`` (with one scheduled token per step this equals Fast-dLLM's rule but for ``>``). ``fast_dllm``: the
+    schedule is ignored (``fast_dllm_commit_count``)."""
+    if config.fast_dllm_threshold:
+        return fast_dllm_commit_count(confidence, config.threshold)
     k = scheduled
     if config.threshold is not None:
         k = torch.maximum(k, threshold_commit_count(confidence, config.threshold))
@@ -362,15 +433,16 @@ def generate_text(
     commit_step = torch.full((B, L), -1, dtype=torch.long, device=device)
 
     kv_cache = None if config.cache == "none" else BlockKVCache()
-    forwards = 0
+    forwards, S = 0, config.max_steps_per_block
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # committed tokens, their summed probability
     for block in range(config.num_blocks):
         window = slice(P + block * K, P + (block + 1) * K)
-        schedule = num_transfer_tokens((x[:, window] == mask_token_id).sum(dim=1), config.steps_per_block)  # (B, S)
-        for i in range(config.steps_per_block):
+        schedule = num_transfer_tokens((x[:, window] == mask_token_id).sum(dim=1), S)  # (B, S) unused by fast_dllm
+        for i in range(S):
             masked = x[:, window] == mask_token_id  # (B, K)
             if config.parallel and not bool(masked.any()):
                 break  # parallel commits finished the block early: ``steps`` is a maximum
-            step = block * config.steps_per_block + i
+            step = block * S + i
             logits = block_logits(model, x, full_mask, unconditional_prompt, config, window, kv_cache, i == 0)
             forwards += 1
             logits = forbid_token(logits, mask_token_id)  # (B, K, V)
@@ -381,9 +453,14 @@ def generate_text(
             commit = select_commits(confidence, k) & masked
             x[:, window] = torch.where(commit, x0, x[:, window])
             commit_step[:, window.start - P : window.stop - P].masked_fill_(commit, step)
+            probability = confidence if config.remasking == "low_confidence" else chosen_token_probability(logits, x0)
+            committed_probability = torch.where(commit, probability.to(torch.float64), 0.0).sum()
+            totals += torch.stack([commit.sum().to(torch.float64), committed_probability])  # stays on the device
 
     completion = x[:, P:]  # (B, L)
     if eos_token_id is not None:
         completion = truncate_after_eos(completion, eos_token_id)
-    return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step, forwards)
+    committed, confidence_sum = totals.tolist()  # the one host read of the statistics
+    stats = DecodeStats(committed, float(forwards * B), confidence_sum)
+    return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step, forwards, stats)
 

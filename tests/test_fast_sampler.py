@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from rollouts import SamplerConfig, generate_text, tokenize_prompts
-from rollouts.text_sampler import commit_count, factor_commit_count, threshold_commit_count
+from rollouts.text_sampler import (
+    RECIPE_KEYS,
+    commit_count,
+    factor_commit_count,
+    fast_dllm_commit_count,
+    threshold_commit_count,
+)
 from unigrpo.models import load_model, load_tokenizer, resolve_model_path
 from unigrpo.models.block_cache import BlockKVCache
 from model_helpers import sharpened
@@ -258,3 +264,94 @@ def test_trainer_config_carries_and_checks_the_fast_options(tmp_path):
         UniGRPOConfig(kv_cache="full", **base)
     with pytest.raises(ValueError, match="threshold=2.0"):
         UniGRPOConfig(confidence_threshold=2.0, **base)
+
+
+# ---- Fast-dLLM's threshold rule (threshold_rule='fast_dllm') -------------------------------------------------------
+
+
+class Staircase(torch.nn.Module):
+    """Logits whose softmax hits exact confidences: answer position j (0…7, blocks of 4) predicts token j, tied
+    with j + 8, j + 16 … so that its probability is exactly 1, 1/2, 1/3 or 1/4 (every other logit −inf, the mask
+    id 32 included, so forbidding the mask changes nothing). Row 0, by j % 4: 1 | 1/2 | 1/2 once position j − 1 is
+    committed, else 1/4 | 1/3. Row 1: every position 1. ``calls`` counts forwards."""
+
+    MASK, P = 32, 3
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, input_ids, **kwargs):
+        self.calls += 1
+        B, T = input_ids.shape
+        ties = torch.ones(B, T, dtype=torch.long)  # how many tokens share the top logit
+        answer = input_ids[:, self.P :]  # (B, 8)
+        left_done = torch.cat([torch.ones(B, 1, dtype=torch.bool), answer[:, :-1] != self.MASK], dim=1)
+        row0 = torch.tensor([1, 2, 4, 3] * 2)
+        row0 = torch.where((torch.arange(8) % 4 == 2) & left_done[0], 2, row0)
+        ties[0, self.P :] = row0
+        logits = torch.full((B, T, 33), -torch.inf)
+        j = (torch.arange(T) - self.P).clamp(0, 7).expand(B, T)  # (B, T) answer position (prompt: any)
+        for m in range(4):  # token j + 8m gets logit 0 while m < ties
+            logits.scatter_(2, (j + 8 * m)[..., None], torch.where(ties > m, 0.0, -torch.inf)[..., None])
+        return type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize(
+    "threshold,row0_steps,forwards",
+    [
+        # c = 1/2, ≥: block 0 step 0 commits j = 0 (1) and 1 (1/2 ≥ c); step 1 j = 2 (now 1/2); step 2 j = 3
+        # (1/3 < c: only the most confident, as Fast-dLLM's "at least one"). Block 1 the same. Row 1 commits a whole
+        # block in its first step, then waits (nothing left to commit) while row 0 finishes: 3 forwards a block.
+        (0.5, [0, 0, 1, 2, 4, 4, 5, 6], 6),
+        # c just above 1/2: 1/2 no longer passes, so one position a step — 4 forwards a block, 8 > steps = 2
+        (0.5 + 1e-9, [0, 1, 2, 3, 4, 5, 6, 7], 8),
+    ],
+)
+def test_fast_dllm_rule_follows_a_hand_written_trace(threshold, row0_steps, forwards):
+    """Fast-dLLM (``llada/generate.py``: ``get_transfer_index`` with ``threshold``): the schedule is ignored (steps=2
+    would be one step per block), a step commits every masked position of the block with confidence ≥ c and at
+    least the most confident one, and a block loops until no row has a mask. commit_step = block · K + step."""
+    model = Staircase()
+    config = SamplerConfig(gen_length=8, block_length=4, steps=2, threshold=threshold, threshold_rule="fast_dllm")
+    out = generate_text(model, torch.tensor([[1, 2, 3], [4, 5, 6]]), mask_token_id=32, eos_token_id=None,
+                        config=config)
+    assert out.commit_step.tolist() == [row0_steps, [0, 0, 0, 0, 4, 4, 4, 4]]
+    assert out.forwards == model.calls == forwards
+    assert out.completion_ids.tolist() == [list(range(8))] * 2
+
+
+def test_floor_rule_keeps_the_schedule_and_strict_threshold():
+    """The default rule on the same model: with steps = 2 the schedule commits a whole block per step (a floor
+    Fast-dLLM does not have); with one scheduled token per step, 1/2 does not pass c = 1/2 (``>``)."""
+    prompts = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    out = generate_text(Staircase(), prompts, mask_token_id=32, eos_token_id=None,
+                        config=SamplerConfig(gen_length=8, block_length=4, steps=2, threshold=0.5))
+    assert out.forwards == 2 and out.commit_step.tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]] * 2
+    out = generate_text(Staircase(), prompts, mask_token_id=32, eos_token_id=None,
+                        config=SamplerConfig(gen_length=8, block_length=4, steps=8, threshold=0.5))
+    assert out.commit_step[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7] and out.forwards == 8
+
+
+def test_fast_dllm_count_golden_values():
+    inf = math.inf
+    confidence = torch.tensor([[0.9, 0.2, 0.93, -inf], [0.45, 0.4, -inf, -inf], [-inf, -inf, -inf, -inf]])
+    assert fast_dllm_commit_count(confidence, 0.9).tolist() == [2, 1, 1]  # ≥; at least one (none left: no commit)
+    assert threshold_commit_count(confidence, 0.9).tolist() == [1, 0, 0]  # the floor rule's '>'
+    config = SamplerConfig(gen_length=4, block_length=4, steps=4, threshold=0.9, threshold_rule="fast_dllm")
+    assert commit_count(torch.tensor([3, 3, 3]), confidence, config).tolist() == [2, 1, 1]  # schedule ignored
+    assert config.max_steps_per_block == 4 and SamplerConfig(gen_length=8, block_length=4, steps=2).max_steps_per_block == 1
+
+
+def test_threshold_rule_is_a_checked_recipe_key():
+    assert RECIPE_KEYS["threshold_rule"] == "threshold_rule"
+    with pytest.raises(ValueError, match=r"threshold_rule='fastdllm' is not valid; choose one of \['floor', 'fast_dllm'\]"):
+        SamplerConfig.from_recipe(threshold_rule="fastdllm")
+    with pytest.raises(ValueError, match="threshold_rule='fast_dllm' follows Fast-dLLM's threshold path.*"
+                                         "confidence_factor=None"):
+        SamplerConfig.from_recipe(threshold_rule="fast_dllm", confidence_factor=1.0)
+    from unigrpo.config import SamplingArguments
+
+    config = SamplingArguments(threshold_rule="fast_dllm").sampler_config()
+    assert (config.threshold_rule, config.threshold) == ("fast_dllm", 0.9)
+    assert SamplingArguments().sampler_config().threshold_rule == "floor"

@@ -59,6 +59,7 @@ def test_one_worker_equals_local_engine(ray_session, policy, micro_model_dir):
         for name in ("prompt_ids", "prompt_mask", "completion_ids", "commit_step"):
             assert torch.equal(getattr(got, name), getattr(want, name)), name
         assert got.completions == want.completions
+        assert got.stats == want.stats and got.stats.committed > 0  # the sampler's decode statistics travel too
     finally:
         engine.close()
 
@@ -72,11 +73,14 @@ def test_two_workers_return_the_full_batch_in_order(two_workers, policy, config)
     from rollouts import tokenize_prompts
 
     ids, mask = tokenize_prompts(tokenizer, PROMPTS)
+    committed = 0.0
     for rank, share in enumerate(split_prompts(len(PROMPTS), 2)):
         want = LocalEngine(*policy).generate_from_ids(ids[share], mask[share], config, G, seed=worker_seed(5, rank))
         rows = slice(share.start * G, share.stop * G)
         assert torch.equal(got.completion_ids[rows], want.completion_ids)
         assert torch.equal(got.prompt_ids[rows], want.prompt_ids)
+        committed += want.stats.committed
+    assert got.stats.committed == committed == len(PROMPTS) * G * config.gen_length  # summed over the shares
     assert torch.equal(two_workers.generate(PROMPTS, config, G, seed=5).completion_ids, got.completion_ids)
 
 

@@ -324,3 +324,30 @@ def test_recipe_fields_are_the_sampler_options():
     assert (config.cache, config.threshold) == ("dual", 0.9)  # the recipe's defaults, not SamplerConfig's
     with pytest.raises(ValueError, match="max_completion_length=10 is not divisible by block_length=4"):
         SamplingArguments(max_completion_length=10, block_length=4).sampler_config()
+
+
+# ---- decode statistics (the RL guard against over-confident parallel decoding) ------------------------------------
+
+
+@pytest.mark.parametrize("remasking", ["low_confidence", "random"])
+def test_decode_stats_count_commits_per_forward_and_their_probability(remasking):
+    """Plain sampler, one block: every row gets L / steps tokens per forward. The confidence is the model's
+    probability of each committed token whatever the remasking: FixedModel's winner at position t has logit
+    1 + 0.1 t against 98 zeros (the mask id's column is forbidden), so p(t) = e^a / (e^a + 98)."""
+    out = generate_text(FixedModel(), PROMPTS, mask_token_id=99, eos_token_id=None,
+                        config=SamplerConfig(gen_length=8, block_length=8, steps=4, remasking=remasking),
+                        generator=torch.Generator().manual_seed(0))
+    assert (out.stats.committed, out.stats.row_forwards) == (16.0, 8.0)  # 2 rows × 8 tokens, 4 forwards × 2 rows
+    assert out.stats.tokens_per_forward == 8 / 4
+    expected = sum(math.exp(1 + 0.1 * t) / (math.exp(1 + 0.1 * t) + 98) for t in range(5, 13)) / 8
+    assert out.stats.committed_confidence == pytest.approx(expected, rel=1e-6)
+    assert 0 < out.stats.committed_confidence <= 1
+
+
+def test_decode_stats_add_up_over_calls():
+    """Chunks, Ray workers and processes sum their stats; the ratios are then those of the whole batch."""
+    from rollouts.text_sampler import DecodeStats
+
+    total = DecodeStats(8.0, 4.0, 6.0) + DecodeStats(8.0, 12.0, 2.0)
+    assert (total.tokens_per_forward, total.committed_confidence) == (1.0, 0.5)
+    assert DecodeStats().tokens_per_forward == 0.0 and DecodeStats().committed_confidence == 0.0

@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from rollouts.engine import ROLLOUT_BACKENDS
 from rollouts.image_sampler import IMAGE_SAMPLERS, ImageSamplerConfig
-from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, SamplerConfig
+from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, THRESHOLD_RULES, SamplerConfig
 
 from .advantages import SCALE_REWARDS
 from .data_parallel import check_group_sharding, check_launch
@@ -62,6 +62,10 @@ class SamplingArguments:
     confidence_factor: float | None = field(
         default=None, metadata=_help("Factor-based parallel decoding (Fast-dLLM): n-th best confidence ≥ 1 − f/(n+1).")
     )
+    threshold_rule: str = field(default="floor", metadata=_help(
+        "How confidence_threshold commits: floor (the plain schedule's count stays a floor, confidence > threshold) | "
+        "fast_dllm (Fast-dLLM's rule: every masked position of the block with confidence ≥ threshold, at least one, "
+        "no schedule: a block takes up to block_length steps).", THRESHOLD_RULES))
     eval_temperature: float = field(default=0.0, metadata=_help("Sampling temperature for evaluation (0 = greedy)."))
     image_sampler: str = field(
         default="mmada",

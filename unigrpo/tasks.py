@@ -13,6 +13,7 @@ returns a ``TaskRollout``; the trainer and the evaluation treat every kind alike
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from .models.layouts import (
     t2i_unconditional_prompts,
 )
 from .prompts import completions_for_rewards, prompt_texts
+
+if TYPE_CHECKING:
+    from rollouts.text_sampler import DecodeStats
 
 TASKS = ("t2t", "mmu", "t2i")
 IMAGE_TASKS = ("mmu", "t2i")
@@ -63,6 +67,7 @@ class TaskRollout:
     eligible: torch.Tensor  # (N, L) positions that may enter the loss
     suffix_ids: torch.Tensor | None  # (N, S) fixed tokens after the answer (<|eoi|>), or None
     completions: list  # (N) what the rewards receive
+    decode_stats: DecodeStats | None = None  # text answers: the sampler's commits per forward and confidence
 
     @property
     def size(self) -> int:
@@ -95,7 +100,7 @@ class TaskRunner:
         eligible = loss_eligible_positions(batch.completion_ids, self.tokenizer.eos_token_id, self.eos_in_loss)
         completions = completions_for_rewards(batch.completions, rows[0])
         return TaskRollout(task, rows, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, eligible, None,
-                           completions)
+                           completions, batch.stats)
 
     def rollout_text(self, rows, G, seed) -> TaskRollout:
         from rollouts import tokenize_prompts

@@ -18,6 +18,12 @@ from .likelihood import sequence_logp
 from .rollout_batches import ScoredBatch
 
 
+def add_ratio(sums: dict[str, tuple[float, float]], key: str, numerator: float, denominator: float) -> None:
+    """Accumulate a ratio as (sum of numerators, sum of denominators): merged over processes it stays exact."""
+    total, count = sums.get(key, (0.0, 0.0))
+    sums[key] = (total + numerator, count + denominator)
+
+
 class TrainingLogsMixin:
     """Metrics and tables of ``UniGRPOTrainer`` (uses its ``_metrics``, ``accelerator``, ``args``, ``state`` and
     ``reward_names``)."""
@@ -40,11 +46,12 @@ class TrainingLogsMixin:
         sums = merge_sums(accelerator, self.length_and_task_sums(batches))
         tasks = [key for key in sums if key.startswith("tasks/")]
         for key, (total, count) in sums.items():
-            if key.startswith("completions/") or len(tasks) > 1:  # per-task rewards of a mixed-task batch
-                m[key].append(total / count)
+            if key.startswith(("completions/", "rollout/")) or len(tasks) > 1:  # per-task: a mixed-task batch
+                m[key].append(total / max(count, 1.0))
 
     def length_and_task_sums(self, batches: list[ScoredBatch]) -> dict[str, tuple[float, float]]:
-        """(sum, count) on this process of text answer lengths (before the first EOS) and of each task's rewards."""
+        """(sum, count) on this process of text answer lengths (before the first EOS), of each task's rewards, and
+        of the text sampler's commits per row-forward and committed probabilities (``rollouts.DecodeStats``)."""
         sums: dict[str, tuple[float, float]] = {}
 
         def add(key, values):
@@ -59,6 +66,11 @@ class TrainingLogsMixin:
                     add("completions/mean_length", content.clamp(min=0))
                 add(f"tasks/{g.task}/reward", b.rewards[offset : offset + g.size])
                 offset += g.size
+                if g.decode_stats is not None:
+                    add_ratio(sums, "rollout/tokens_per_forward", g.decode_stats.committed,
+                              g.decode_stats.row_forwards)
+                    add_ratio(sums, "rollout/committed_confidence", g.decode_stats.confidence_sum,
+                              g.decode_stats.committed)
         return sums
 
     def log_loss_metrics(self, logps, kl, clipped, advantages, view) -> None:
