@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/rollout_speed.py                  # CPU, ≈ 17 minutes: all three parts
     python benchmarks/rollout_speed.py --parts large --large llada-8b --device cuda   # GPU: 8B shape in bf16
 
-Settings: plain, prefix cache, dual cache, threshold 0.9, dual cache + threshold 0.9, dual cache + factor 1.0.
+Settings: plain, prefix cache, dual cache, threshold 0.9, dual cache + threshold 0.9, dual cache + factor 1.0, and
+early finish (issue #18: decided rows leave the batch, rows leave finished blocks) on plain and dual + threshold.
 Parts:
   tiny   the shipped ``tiny-arith-sft`` on 500 held-out prompts at its own sampler (L = block = steps = 6,
-         temperature 0): tokens/s (median of 5 runs), model forwards, exact match with the plain answers, task
-         accuracy.
+         temperature 0; ``--tiny-gen`` 24 gives 4 blocks of 6, where early finish has answers to skip): tokens/s
+         (median of 5 runs), model forwards, row-forwards, exact match with the plain answers, task accuracy.
   large  a random-init model (``12x768``: 12 layers × d 768, vocab 32768, ≈ 164 M parameters; or ``llada-8b``) at
          gen 256, block 32, 128 steps (LLaDA's 2 tokens/step), batch 4 × 64-token prompts: tokens/s, forwards,
          exact match.
@@ -33,13 +34,15 @@ import torch  # noqa: E402
 
 from rollouts import SamplerConfig, generate_text  # noqa: E402
 
-SETTINGS = {
-    "plain": {},
-    "prefix cache": dict(cache="prefix"),
-    "dual cache": dict(cache="dual"),
-    "threshold 0.9": dict(threshold=0.9),
-    "dual + threshold 0.9": dict(cache="dual", threshold=0.9),
-    "dual + factor 1.0": dict(cache="dual", factor=1.0),
+SETTINGS = {  # early finish (on by default since #18) is off except where named, so rows compare with #7's figures
+    "plain": dict(early_finish=False),
+    "prefix cache": dict(cache="prefix", early_finish=False),
+    "dual cache": dict(cache="dual", early_finish=False),
+    "threshold 0.9": dict(threshold=0.9, early_finish=False),
+    "dual + threshold 0.9": dict(cache="dual", threshold=0.9, early_finish=False),
+    "dual + factor 1.0": dict(cache="dual", factor=1.0, early_finish=False),
+    "plain + early finish": dict(early_finish=True),
+    "dual + threshold 0.9 + early finish": dict(cache="dual", threshold=0.9, early_finish=True),
 }
 BEST = "dual + threshold 0.9"
 LARGE_SHAPES = {
@@ -86,6 +89,7 @@ def rows_of(results: dict, tokens: int, accuracy: dict | None = None) -> list[di
     for name, (seconds, output) in results.items():
         row = {"setting": name, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
                "speedup": round(plain_s / seconds, 2), "forwards": output.forwards,
+               "row_forwards": int(output.stats.row_forwards),
                "exact_match": round((output.completion_ids == plain.completion_ids).all(1).float().mean().item(), 3)}
         if accuracy is not None:
             row["accuracy"] = accuracy[name]
@@ -100,7 +104,7 @@ def print_table(title: str, rows: list[dict]) -> None:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
 
 
-def tiny_part(prompts: int) -> list[dict]:
+def tiny_part(prompts: int, gen: int = 6, settings=tuple(SETTINGS)) -> list[dict]:
     from rewards.math_correctness import math_correctness
     from rollouts import tokenize_prompts
     from unigrpo.data.arith import make_arith_dataset
@@ -111,9 +115,10 @@ def tiny_part(prompts: int) -> list[dict]:
     model, tok = load_model(path).eval(), load_tokenizer(path)
     data = make_arith_dataset("test", limit=prompts)
     ids, mask = tokenize_prompts(tok, prompt_texts([row["prompt"] for row in data], tok))
-    base = dict(gen_length=6, block_length=6, steps=6, temperature=0.0)
-    print(f"tiny-arith-sft, {len(data)} prompts, L = block = steps = 6, temperature 0")
-    results = run_settings(model, ids, mask, base, tok.mask_token_id, tok.eos_token_id, warm_up="run", repeats=5)
+    base = dict(gen_length=gen, block_length=6, steps=gen, temperature=0.0)
+    print(f"tiny-arith-sft, {len(data)} prompts, L = steps = {gen}, block 6, temperature 0")
+    results = run_settings(model, ids, mask, base, tok.mask_token_id, tok.eos_token_id, warm_up="run", repeats=5,
+                           settings=settings)
     accuracy = {}
     for name, (_, output) in results.items():
         texts = tok.batch_decode(output.completion_ids, skip_special_tokens=True)
@@ -177,17 +182,21 @@ def main() -> None:
     parser.add_argument("--large-batch", type=int, default=4)
     parser.add_argument("--large-steps", type=int, default=128)
     parser.add_argument("--large-gen", type=int, default=256)
-    parser.add_argument("--large-settings", default=",".join(SETTINGS),
+    parser.add_argument("--large-settings", default=",".join(n for n in SETTINGS if n != "plain + early finish"),
                         help=f"comma-separated subset of: {', '.join(SETTINGS)} (plain and the best are always run)")
     parser.add_argument("--tiny-prompts", type=int, default=500)
+    parser.add_argument("--tiny-gen", type=int, default=6, help="answer canvas of the tiny part (a multiple of 6)")
+    parser.add_argument("--tiny-settings", default=",".join(SETTINGS),
+                        help="comma-separated subset of the settings (plain and the best are always run)")
     parser.add_argument("--rl-steps", type=int, default=20)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     torch.set_num_threads(2) if args.device == "cpu" else None
     summary = {}
     if "tiny" in parts:
-        tiny = tiny_part(args.tiny_prompts)
-        print_table("tiny arithmetic model, gen 6", tiny)
+        chosen = [name for name in SETTINGS if name in {"plain", BEST, *args.tiny_settings.split(",")}]
+        tiny = tiny_part(args.tiny_prompts, args.tiny_gen, chosen)
+        print_table(f"tiny arithmetic model, gen {args.tiny_gen}", tiny)
         by_name = {row["setting"]: row for row in tiny}
         summary["tiny_accuracy_plain"] = by_name["plain"]["accuracy"]
         summary["tiny_accuracy_best"] = by_name[BEST]["accuracy"]

@@ -24,6 +24,11 @@ Fast options (Fast-dLLM, Wu et al. 2025; same interface, measured in benchmarks/
                             ``get_transfer_index``): the schedule is ignored, a step commits every masked position
                             of the block with confidence ≥ c and at least the most confident one, and a block takes
                             as many steps as it needs (at most block_length; ``steps`` plays no part)
+    early_finish            (on by default: it changes no answer) a row whose first EOS and every position before it
+                            are committed leaves the batch at the next block boundary (its canvas after the EOS
+                            is EOS padding anyway); with threshold / factor decoding a row whose block has no mask
+                            left leaves the block at once, with its cache rows. Noise is drawn for the whole batch
+                            and the active rows' share kept, so seeded answers are the same with and without it
 
 Each call also reports ``DecodeStats``: answer tokens committed per row-forward and the mean probability of the
 committed tokens, the guard against over-confident parallel decoding in RL (d1, Zhao et al. 2025).
@@ -80,6 +85,12 @@ class SamplerConfig:
     """How ``threshold`` decides a step's commits: ``floor`` — the plain schedule's count is a floor, ``>`` c;
     ``fast_dllm`` — Fast-dLLM's ``get_transfer_index``: every masked position of the block with confidence ≥ c, at
     least the most confident one, no schedule (a block runs until it has no mask, ≤ block_length steps)."""
+    early_finish: bool = True
+    """Stop forwarding what is finished: a row whose answer is decided (its first EOS and every position before it
+    committed) leaves the batch, its later positions become EOS; with threshold / factor decoding a row whose block
+    has no mask left also leaves that block's remaining steps. The answers are the same as with False (noise is
+    drawn for the whole batch; answers are truncated at the first EOS anyway); fewer row-forwards, and the
+    ``commit_step`` of the EOS-filled positions is the step at which the row left. False = every row to the end."""
 
     def __post_init__(self):
         check_sampler_options(vars(self))
@@ -133,6 +144,7 @@ RECIPE_KEYS = {
     "threshold": "confidence_threshold",
     "factor": "confidence_factor",
     "threshold_rule": "threshold_rule",
+    "early_finish": "early_finish",
 }
 """``SamplerConfig`` field → its key in recipes (``unigrpo.config.SamplingArguments``) and on the command line
 (``unigrpo generate``): the one place where the sampler's LLaDA names meet the user-facing ones."""
@@ -169,6 +181,8 @@ def check_sampler_options(options: dict, keys: dict | None = None) -> None:
         raise ValueError(f"{key('threshold')}={threshold!r} must be a confidence in (0, 1], or None (off)")
     if factor is not None and not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
         raise ValueError(f"{key('factor')}={factor!r} must be a finite number > 0, or None (off)")
+    if not isinstance(options.get("early_finish", True), bool):
+        raise ValueError(f"{key('early_finish')}={options['early_finish']!r} must be true or false")
     rule = options["threshold_rule"]
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"{key('threshold_rule')}={rule!r} is not valid; choose one of {list(THRESHOLD_RULES)}")
@@ -189,7 +203,7 @@ class DecodeStats:
     committed: float = 0.0
     """Answer tokens committed."""
     row_forwards: float = 0.0
-    """Forwards × rows forwarded (a CFG step counts once per row)."""
+    """Rows forwarded, summed over forwards (a CFG step counts once per row; finished rows are not forwarded)."""
     confidence_sum: float = 0.0
     """Sum over the committed tokens of softmax(logits)[x0], the model's probability of the committed token."""
 
@@ -241,22 +255,28 @@ def num_transfer_tokens(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
 # ---- randomness: every draw goes through the caller's generator ----------------------------------------------------
 
 
-def uniform(shape, generator: torch.Generator | None, device, dtype=torch.float64) -> torch.Tensor:
-    """U[0, 1) of ``shape`` drawn from ``generator`` on the generator's own device, then moved to ``device``."""
+def uniform(shape, generator: torch.Generator | None, device, dtype=torch.float64, rows=None) -> torch.Tensor:
+    """U[0, 1) of ``shape`` drawn from ``generator`` on the generator's own device, then moved to ``device``.
+
+    ``rows`` = (index, B): ``shape`` covers the rows ``index`` of a batch of B; the draw covers all B rows and keeps
+    those, so a row's noise does not depend on which other rows are still running (early finish)."""
     source = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=source, dtype=dtype).to(device)
+    full = shape if rows is None else (rows[1], *shape[1:])
+    u = torch.rand(full, generator=generator, device=source, dtype=dtype).to(device)
+    return u if rows is None else u[rows[0]]
 
 
-def gumbel_max_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_max_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+                      rows=None) -> torch.Tensor:
     """x0 ~ softmax(logits / τ) by Gumbel-max: argmax(logits/τ + g), g = −log(−log u); plain argmax at τ = 0.
 
     LLaDA's ``add_gumbel_noise`` draws in float64 because low-precision Gumbel noise lowers generation quality
     (arXiv:2409.02908); it writes exp(l) / (−log u)^τ, whose argmax is the same as that of l/τ + g here (and this
-    form cannot overflow). logits (..., V) → token ids (...).
+    form cannot overflow). logits (..., V) → token ids (...); ``rows`` as in ``uniform``.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    u = uniform(logits.shape, generator, logits.device)  # (..., V) float64
+    u = uniform(logits.shape, generator, logits.device, rows=rows)  # (..., V) float64
     gumbel = -torch.log(-torch.log(u))  # u = 0 gives −inf: that token is never drawn
     return (logits.to(torch.float64) / temperature + gumbel).argmax(dim=-1)
 
@@ -264,7 +284,7 @@ def gumbel_max_sample(logits: torch.Tensor, temperature: float, generator: torch
 # ---- confidence: one function per remasking strategy, all with the same signature ----------------------------------
 
 
-def chosen_token_probability(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
+def chosen_token_probability(logits: torch.Tensor, x0: torch.Tensor, generator=None, rows=None) -> torch.Tensor:
     """softmax(logits)[x0] (``low_confidence``), as exp(l[x0] − logsumexp l) in float32 without a (…, V) softmax.
 
     Taken from the logits before the Gumbel noise, as in LLaDA. logits (B, K, V), x0 (B, K) → (B, K).
@@ -274,9 +294,9 @@ def chosen_token_probability(logits: torch.Tensor, x0: torch.Tensor, generator=N
     return torch.exp(chosen - torch.logsumexp(logits, dim=-1))
 
 
-def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
+def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None, rows=None) -> torch.Tensor:
     """U(0, 1) per position (``random`` remasking): commit k random masked positions. → (B, K)."""
-    return uniform(x0.shape, generator, x0.device)
+    return uniform(x0.shape, generator, x0.device, rows=rows)
 
 
 # The choices of ``remasking`` and ``cache`` (``kv_cache`` in recipes): recipes, ``unigrpo generate`` and the checks
@@ -399,6 +419,14 @@ def truncate_after_eos(completion: torch.Tensor, eos_token_id: int) -> torch.Ten
     return completion.masked_fill(after_eos, eos_token_id)
 
 
+def answer_decided(answer: torch.Tensor, mask_token_id: int, eos_token_id: int) -> torch.Tensor:
+    """Rows whose answer can no longer change: an EOS committed and no mask before the first one (the rest is EOS
+    padding after truncation). answer (n, L) → bool (n,), on the device."""
+    eos = answer == eos_token_id
+    before_eos = torch.cumsum(eos.long(), dim=1) == 0  # (n, L)
+    return eos.any(dim=1) & ~((answer == mask_token_id) & before_eos).any(dim=1)
+
+
 # ---- the sampler ---------------------------------------------------------------------------------------------------
 
 
@@ -433,34 +461,62 @@ def generate_text(
     commit_step = torch.full((B, L), -1, dtype=torch.long, device=device)
 
     kv_cache = None if config.cache == "none" else BlockKVCache()
-    forwards, S = 0, config.max_steps_per_block
+    forwards, row_forwards, S = 0, 0, config.max_steps_per_block
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # committed tokens, their summed probability
+    alive = torch.arange(B, device=device)  # rows whose answer is not decided yet
+    last_step = torch.zeros(B, dtype=torch.long, device=device)  # (B,) each row's last forwarded step
     for block in range(config.num_blocks):
         window = slice(P + block * K, P + (block + 1) * K)
-        schedule = num_transfer_tokens((x[:, window] == mask_token_id).sum(dim=1), S)  # (B, S) unused by fast_dllm
+        rows = alive  # (n,) the rows this block forwards; x_, mask_, uncond_, steps_ are theirs
+        x_, uncond_, steps_ = x[rows], unconditional_prompt[rows], commit_step[rows]
+        mask_ = None if full_mask is None else full_mask[rows]
+        schedule = num_transfer_tokens((x_[:, window] == mask_token_id).sum(dim=1), S)  # (n, S) unused by fast_dllm
         for i in range(S):
-            masked = x[:, window] == mask_token_id  # (B, K)
-            if config.parallel and not bool(masked.any()):
-                break  # parallel commits finished the block early: ``steps`` is a maximum
             step = block * S + i
-            logits = block_logits(model, x, full_mask, unconditional_prompt, config, window, kv_cache, i == 0)
-            forwards += 1
-            logits = forbid_token(logits, mask_token_id)  # (B, K, V)
-            x0 = gumbel_max_sample(logits, config.temperature, generator).to(x.dtype)  # (B, K)
-            confidence = REMASKING[config.remasking](logits, x0, generator).to(torch.float64)  # (B, K)
+            masked = x_[:, window] == mask_token_id  # (n, K)
+            logits = block_logits(model, x_, mask_, uncond_, config, window, kv_cache, i == 0)
+            forwards, row_forwards = forwards + 1, row_forwards + rows.numel()
+            last_step[rows] = step
+            logits = forbid_token(logits, mask_token_id)  # (n, K, V)
+            draws = None if rows.numel() == B else (rows, B)  # the noise of the whole batch, these rows' share
+            x0 = gumbel_max_sample(logits, config.temperature, generator, draws).to(x.dtype)  # (n, K)
+            confidence = REMASKING[config.remasking](logits, x0, generator, draws).to(torch.float64)  # (n, K)
             confidence = confidence.masked_fill(~masked, -torch.inf)
             k = commit_count(schedule[:, i], confidence, config) if config.parallel else schedule[:, i]
             commit = select_commits(confidence, k) & masked
-            x[:, window] = torch.where(commit, x0, x[:, window])
-            commit_step[:, window.start - P : window.stop - P].masked_fill_(commit, step)
+            x_[:, window] = torch.where(commit, x0, x_[:, window])
+            steps_[:, window.start - P : window.stop - P].masked_fill_(commit, step)
             probability = confidence if config.remasking == "low_confidence" else chosen_token_probability(logits, x0)
             committed_probability = torch.where(commit, probability.to(torch.float64), 0.0).sum()
             totals += torch.stack([commit.sum().to(torch.float64), committed_probability])  # stays on the device
+            if not config.parallel or i == S - 1:
+                continue  # the plain schedule closes every row's block at its last step: nothing to check
+            stay = (x_[:, window] == mask_token_id).any(dim=1)  # (n,) block still open
+            if config.early_finish and eos_token_id is not None:
+                stay &= ~answer_decided(x_[:, P:], mask_token_id, eos_token_id)
+            stay = stay.tolist()  # the step's one host read: which rows go on
+            if not any(stay):
+                break  # parallel commits finished the block early: ``steps`` is a maximum
+            if config.early_finish and not all(stay):  # rows done with this block leave it (and its cache rows)
+                x[rows], commit_step[rows] = x_, steps_
+                keep = torch.tensor([j for j, s in enumerate(stay) if s], device=device)  # (n',) positions in rows
+                rows, x_, uncond_, steps_, schedule = rows[keep], x_[keep], uncond_[keep], steps_[keep], schedule[keep]
+                mask_ = None if mask_ is None else mask_[keep]
+                if kv_cache is not None:  # CFG: the cache holds the conditional rows, then the unconditional ones
+                    kv_cache.keep_rows(torch.cat([keep, keep + len(stay)]) if config.cfg_scale else keep)
+        x[rows], commit_step[rows] = x_, steps_
+        if config.early_finish and eos_token_id is not None and block < config.num_blocks - 1:
+            decided = answer_decided(x[alive, P:], mask_token_id, eos_token_id).tolist()  # the block's host read
+            alive = alive[torch.tensor([not d for d in decided], dtype=torch.bool, device=device)]
+            if alive.numel() == 0:
+                break  # every answer decided: the batch ends before its last block
 
+    # Early finish: positions never forwarded are EOS padding, decided when their row was last forwarded.
+    commit_step = torch.where(commit_step < 0, last_step[:, None], commit_step)
     completion = x[:, P:]  # (B, L)
     if eos_token_id is not None:
         completion = truncate_after_eos(completion, eos_token_id)
     committed, confidence_sum = totals.tolist()  # the one host read of the statistics
-    stats = DecodeStats(committed, float(forwards * B), confidence_sum)
+    stats = DecodeStats(committed, float(row_forwards), confidence_sum)
     return SamplerOutput(torch.cat([prompt_ids, completion], dim=1), completion, commit_step, forwards, stats)
 

@@ -242,6 +242,11 @@ def test_generate_options_are_the_recipes_sampler_keys():
     assert sorted(options) == sorted(RECIPE_KEYS.values()) and list(options["kv_cache"].choices) == list(CACHES)
     with pytest.raises(SystemExit):
         parser.parse_args(["--model", "m", "--prompt", "p", "--kv_cache", "duel"])
+    # a bool option reads true/false (argparse's type=bool would take "false" as True)
+    assert parser.parse_args(["--model", "m", "--prompt", "p", "--early_finish", "false"]).early_finish is False
+    assert parser.parse_args(["--model", "m", "--prompt", "p", "--early_finish", "True"]).early_finish is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "m", "--prompt", "p", "--early_finish", "maybe"])
 
 
 def test_generate_takes_its_defaults_from_the_model_folder(tmp_path, capsys):

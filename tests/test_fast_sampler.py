@@ -1,5 +1,6 @@
 """Fast rollouts (issue #7): the block KV cache of the model and the sampler's cache / threshold / factor options."""
 
+import dataclasses
 import math
 
 import pytest
@@ -355,3 +356,150 @@ def test_threshold_rule_is_a_checked_recipe_key():
     config = SamplingArguments(threshold_rule="fast_dllm").sampler_config()
     assert (config.threshold_rule, config.threshold) == ("fast_dllm", 0.9)
     assert SamplingArguments().sampler_config().threshold_rule == "floor"
+
+
+# ---- early finish: no forwards for what is finished (issue #18) ----------------------------------------------------
+
+
+class EosRows(torch.nn.Module):
+    """Position-only logits like ``Confident``, except that the row whose prompt starts with token p predicts EOS
+    (2) with probability ≈ 0.99 at answer position ``eos_at[p]``, and is confident (≈ 0.99) everywhere when p is in
+    ``sure``. Rows are told apart by their prompt, whatever their place in the batch. Records each forward's rows."""
+
+    def __init__(self, eos_at, sure=(), prompt_length=5):
+        super().__init__()
+        self.eos_at, self.sure, self.P, self.rows = eos_at, sure, prompt_length, []
+
+    def forward(self, input_ids, **kwargs):
+        self.rows.append(input_ids.shape[0])
+        B, T = input_ids.shape
+        t = torch.arange(T)
+        logits = torch.zeros(B, T, 100)
+        logits[:, t, 60 + t % 3] = torch.where(t % 2 == 0, 9.5, 4.6)
+        for r, first in enumerate(input_ids[:, 0].tolist()):
+            if first in self.sure:
+                logits[r, t, 60 + t % 3] = 9.5
+            if first in self.eos_at:
+                logits[r, self.P + self.eos_at[first], 2] = 12.0
+        return type("Out", (), {"logits": logits})()
+
+
+def early_pair(model_factory, prompts, mask=None, seed=None, **config):
+    """(early finish on, off) on the same prompts and seed."""
+    outs = []
+    for early in (True, False):
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        outs.append(generate_text(model_factory(), prompts, mask, mask_token_id=99, eos_token_id=2,
+                                  config=SamplerConfig(early_finish=early, **config), generator=generator))
+    return outs
+
+
+def test_a_decided_row_leaves_the_batch_and_the_rest_keeps_its_order():
+    """Plain schedule, 4 blocks of 2: row 1's EOS (answer position 1) and position 0 are committed in block 0, so it
+    is not forwarded from block 1 on; rows 0 and 2 go on, and the results are scattered back in order."""
+    prompts = torch.tensor([[20, 21, 22, 23, 24], [30, 31, 32, 33, 34], [40, 41, 42, 43, 44]])
+    models = []
+    factory = lambda: models.append(EosRows({30: 1, 40: 5})) or models[-1]  # noqa: E731
+    early, full = early_pair(factory, prompts, gen_length=8, block_length=2, steps=8)
+    assert models[0].rows == [3, 3, 2, 2, 2, 2, 1, 1]  # row 1 leaves after block 0, row 2 (EOS at 5) after block 2
+    assert models[1].rows == [3] * 8
+    assert torch.equal(early.completion_ids, full.completion_ids) and torch.equal(early.sequences, full.sequences)
+    assert early.completion_ids[1].tolist() == [62, 2] + [2] * 6
+    assert early.completion_ids[2].tolist()[5:] == [2, 2, 2]
+    assert (early.forwards, early.stats.row_forwards, full.stats.row_forwards) == (8, 16.0, 24.0)
+    assert early.commit_step[1].tolist() == [1, 0] + [1] * 6  # EOS padding: the step the row was last forwarded
+    assert torch.equal(early.commit_step[0], full.commit_step[0])
+    assert early.stats.committed == 8 + 2 + 6  # committed by the model; the EOS padding is not counted
+
+
+def test_the_batch_ends_when_every_answer_is_decided():
+    model = EosRows({20: 0, 30: 1})
+    out = generate_text(model, PROMPTS, mask_token_id=99, eos_token_id=2,
+                        config=SamplerConfig(gen_length=8, block_length=2, steps=8))
+    assert model.rows == [2, 2] and out.forwards == 2  # one block of four
+    assert out.completion_ids.tolist() == [[2] * 8, [62, 2] + [2] * 6]
+
+
+@pytest.mark.parametrize("cfg_scale", [0.0, 1.5])
+def test_threshold_rows_leave_a_finished_block_without_waiting(cfg_scale):
+    """Threshold 0.9 in blocks of 4: every position of row 0 is confident, so its block ends after one step while
+    row 1 needs three (one ≈ 0.99 pair, then one 0.5 position per step); with early finish row 1 goes on alone,
+    with the same tokens and commit steps as without."""
+    models = []
+    factory = lambda: models.append(EosRows({}, sure=(20,))) or models[-1]  # noqa: E731
+    early, full = early_pair(factory, PROMPTS, gen_length=8, block_length=4, steps=8, threshold=0.9,
+                             cfg_scale=cfg_scale)
+    assert torch.equal(early.completion_ids, full.completion_ids)
+    assert torch.equal(early.commit_step, full.commit_step)
+    width = 2 if cfg_scale else 1  # CFG forwards each row twice (conditional, unconditional) in one batch
+    assert models[0].rows == [2 * width, width, width] * 2  # each block: both rows, then row 1 alone
+    assert models[1].rows == [2 * width] * 6
+    assert early.stats.row_forwards == 8.0 and full.stats.row_forwards == 12.0
+
+
+@pytest.mark.parametrize("cache,threshold,temperature,cfg_scale", [
+    ("none", None, 1.0, 0.0), ("dual", 0.9, 0.0, 0.0), ("prefix", 0.9, 1.0, 0.0), ("dual", None, 1.0, 1.0),
+])
+def test_early_finish_gives_the_same_answers_on_the_trained_model(arith, cache, threshold, temperature, cfg_scale):
+    """64 left-padded prompts, 3 blocks: rows leave as their answers are decided (and, with a threshold, as their
+    blocks end), yet every token is the same — noise is drawn for the whole batch, so a row's draws do not depend on
+    which others still run, and each row's cache rows go with it."""
+    model, tok, ids, mask = arith
+    ids, mask = ids[:64], mask[:64]
+    outs = []
+    for early in (True, False):
+        config = SamplerConfig(gen_length=12, block_length=4, steps=12, temperature=temperature, cache=cache,
+                               threshold=threshold, cfg_scale=cfg_scale, early_finish=early)
+        outs.append(generate_text(model, ids, mask, mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
+                                  config=config, generator=torch.Generator().manual_seed(7)))
+    early, full = outs
+    assert torch.equal(early.sequences, full.sequences)
+    assert early.stats.row_forwards < 0.8 * full.stats.row_forwards  # most answers are decided in block 0
+    finished = early.commit_step != full.commit_step  # only EOS padding may differ
+    assert (early.completion_ids[finished] == tok.eos_token_id).all()
+
+
+def test_the_cache_keeps_the_rows_it_is_told(sharp):
+    """After ``keep_rows``, a span forward of the kept rows equals their full forward: the rows' keys and values
+    are selected in the given order."""
+    model, mask_id, _ = sharp
+    x = torch.cat([torch.tensor([[20, 21, 22, 23, 24], [30, 31, 32, 33, 34], [40, 41, 42, 43, 44]]),
+                   torch.full((3, 8), mask_id)], dim=1)  # (3, 13)
+    cache = BlockKVCache()
+    with torch.no_grad():
+        full = model(x, kv_cache=cache).logits
+        cache.keep_rows(torch.tensor([2, 0]))
+        assert cache.keys[0].shape[0] == 2
+        part = model(x[[2, 0], 5:9], kv_cache=cache, span_start=5).logits
+    torch.testing.assert_close(part, full[[2, 0], 5:9], atol=1e-5, rtol=1e-5)
+
+
+def test_host_reads_are_one_per_block_or_one_per_parallel_step(monkeypatch):
+    """The plain schedule decides everything on the device: one host read per block boundary (which rows are
+    decided) plus the statistics'; threshold decoding adds one per step (which rows go on)."""
+    reads = []
+    for name in ("tolist", "item", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a))
+    model = Confident()  # reads nothing itself
+    plain = SamplerConfig(gen_length=8, block_length=2, steps=8)
+    generate_text(model, PROMPTS, mask_token_id=99, eos_token_id=2, config=plain)
+    assert len(reads) == 3 + 1  # 4 blocks: 3 boundaries, and the statistics
+    reads.clear()
+    generate_text(model, PROMPTS, mask_token_id=99, eos_token_id=2,
+                  config=dataclasses.replace(plain, early_finish=False))
+    assert len(reads) == 1  # no early finish: only the statistics
+    reads.clear()
+    model.calls = 0
+    generate_text(model, PROMPTS, mask_token_id=99, eos_token_id=2,
+                  config=SamplerConfig(gen_length=8, block_length=4, steps=8, threshold=0.9))
+    assert model.calls == 6 and len(reads) == 6 + 1 + 1  # one after each step (blocks end early), 1 boundary, stats
+
+
+def test_early_finish_is_a_checked_recipe_key():
+    from unigrpo.config import SamplingArguments
+
+    assert SamplingArguments().sampler_config().early_finish is True
+    assert SamplingArguments(early_finish=False).sampler_config().early_finish is False
+    with pytest.raises(ValueError, match="early_finish='no' must be true or false"):
+        SamplingArguments(early_finish="no").sampler_config()

@@ -66,6 +66,10 @@ class SamplingArguments:
         "How confidence_threshold commits: floor (the plain schedule's count stays a floor, confidence > threshold) | "
         "fast_dllm (Fast-dLLM's rule: every masked position of the block with confidence ≥ threshold, at least one, "
         "no schedule: a block takes up to block_length steps).", THRESHOLD_RULES))
+    early_finish: bool = field(default=True, metadata=_help(
+        "Stop forwarding finished rows: a row whose answer is decided (first EOS and all before it committed) leaves "
+        "the batch and is EOS-padded; with threshold/factor decoding a row whose block is done leaves the block. Same "
+        "answers as false, fewer row-forwards (docs/design.md §4)."))
     eval_temperature: float = field(default=0.0, metadata=_help("Sampling temperature for evaluation (0 = greedy)."))
     image_sampler: str = field(
         default="mmada",

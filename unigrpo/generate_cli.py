@@ -21,6 +21,13 @@ def optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "null") else float(text)
 
 
+def true_or_false(text: str) -> bool:
+    """``true`` / ``false`` (also 1/0, yes/no): ``type=bool`` would take any non-empty text, ``false`` too, as True."""
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
 def reference_defaults() -> dict:
     """``SamplerConfig``'s defaults under their recipe keys."""
     from rollouts import RECIPE_KEYS, SamplerConfig
@@ -46,8 +53,8 @@ def add_sampler_options(parser: argparse.ArgumentParser) -> None:
     for key in RECIPE_KEYS.values():
         meta = fields[key].metadata
         optional = type(None) in typing.get_args(hints[key])  # float | None
-        convert = optional_float if optional else hints[key]
-        metavar = None if meta.get("choices") else "FLOAT|none" if optional else convert.__name__.upper()
+        convert = optional_float if optional else true_or_false if hints[key] is bool else hints[key]
+        metavar = None if meta.get("choices") else "FLOAT|none" if optional else hints[key].__name__.upper()
         group.add_argument(f"--{key}", *ALIASES.get(key, []), dest=key, type=convert, choices=meta.get("choices"),
                            default=argparse.SUPPRESS, metavar=metavar,
                            help=f"{meta['help']} [{shown.get(key, defaults[key])}]".replace("%", "%%"))

@@ -60,3 +60,9 @@ class BlockKVCache:
         """cached (B, h, T, hd) with positions [start, start + W) replaced by fresh (B, h, W, hd)."""
         stop = start + fresh.shape[2]
         return torch.cat([cached[:, :, :start], fresh, cached[:, :, stop:]], dim=2)
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows ``index`` (n,) of every layer, in that order: rows the sampler stops forwarding
+        (finished answers or blocks) leave the cache with it, so span forwards of the other rows still line up."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
