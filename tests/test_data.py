@@ -88,3 +88,38 @@ def test_good_prompts_pass_and_blank_lines_do_not_shift_line_numbers(tmp_path):
     with pytest.raises(ValueError, match="line 4: prompt is null"):
         load_prompt_dataset(str(path))
     assert len(load_prompt_dataset(str(path), limit=1)) == 1  # only the rows used are checked
+
+
+def test_copy_rows_are_checkable_vary_in_length_and_leave_the_canvas_eos_padded():
+    from unigrpo.data.long_answers import MIN_DIGITS, WIDTH, copy_row, make_copy_dataset
+
+    train, test = make_copy_dataset("train", limit=300), make_copy_dataset("test", limit=300)
+    assert make_copy_dataset("test", limit=5)["prompt"] == test["prompt"][:5]  # deterministic
+    assert not set(train["answer"]) & set(test["answer"])  # held-out strings
+    for row in test:
+        digits = row["prompt"][:WIDTH].rstrip(".")
+        assert len(row["prompt"]) == WIDTH + 1 and row["prompt"].endswith("=")  # one width: one copy offset
+        assert row["completion"] == row["answer"] == digits and digits.isdigit()
+    lengths = [len(a) for a in test["answer"]]
+    assert min(lengths) < 80 and max(lengths) > 185 and MIN_DIGITS <= min(lengths) and max(lengths) <= WIDTH
+    assert copy_row("0123")["prompt"] == "0123" + "." * (WIDTH - 4) + "="
+    with pytest.raises(ValueError, match="1..200 digits"):
+        copy_row("12a")
+    with pytest.raises(ValueError, match="valid: \\['test', 'train'\\]"):
+        make_copy_dataset("validation")
+
+    # the SFT canvas: the digits, then EOS up to max_completion_length
+    from unigrpo.models.tokenizer import build_char_tokenizer
+    from unigrpo.sft import MaskedSFTTrainer
+
+    tokenizer = build_char_tokenizer()
+    holder = type("T", (), {"processing_class": tokenizer, "args": type("A", (), {"max_completion_length": 256})})
+    canvas = MaskedSFTTrainer.text_canvases(holder, test.select(range(2)))
+    for row, ids in zip(test.select(range(2)), canvas.tolist()):
+        n = len(row["answer"])
+        assert tokenizer.decode(ids[:n]) == row["answer"] and set(ids[n:]) == {tokenizer.eos_token_id}
+
+
+def test_copy_is_a_builtin_dataset():
+    rows = load_prompt_dataset("copy", "test", limit=3)
+    assert rows.column_names == ["prompt", "completion", "answer"] and len(rows) == 3

@@ -67,3 +67,11 @@ def test_task_rewards_declare_columns_and_what_counts_as_solved():
     assert get_reward("countdown").correct_threshold == 1.0 and get_reward("sudoku").correct_threshold == 1.0
     with pytest.raises(ValueError, match="16-digit"):
         get_reward("sudoku")(completions=["<answer>1</answer>"], puzzle=["123"], solution=["123"])
+
+
+def test_exact_answer_is_character_exact_on_long_digit_strings():
+    digits = "1234567890" * 20  # 200 digits: a float would round them all to one number
+    reward = get_reward("exact_answer")
+    assert reward(completions=[digits, digits + " \n", digits[:-1] + "1", digits + "0", "", [{"role": "assistant",
+                  "content": digits}]], answer=[digits] * 6) == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert reward.required_columns == ("answer",) and reward.correct_threshold == 1.0

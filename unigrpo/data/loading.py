@@ -12,12 +12,14 @@ from datasets import Dataset
 from ..models.loading import is_hub_id
 from .adapters import ADAPTERS, HUB_IDS, adapt, adapter_for, load_hub_split
 from .arith import make_arith_dataset
+from .long_answers import make_copy_dataset
 from .files import FORMATS as _FORMATS
 from .files import check_prompts, read_data_file
 from .shapes import make_shapes_dataset
 
 BUILTIN = {
     "arith": make_arith_dataset,
+    "copy": make_copy_dataset,  # 64–200-digit strings to copy: the confident benchmark model's task (issue #18)
     # captions only (t2i prompts for RL; the held-out split repeats each caption 4 times for sampled evaluation)
     "shapes": lambda split: make_shapes_dataset(split, per_caption=4 if split == "test" else 1),
     # captions with 80 pictures each (train) or one (others): the SFT data of the t2i demo

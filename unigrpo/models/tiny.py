@@ -18,6 +18,8 @@ from .tokenizer import build_char_tokenizer
 PRESETS: dict[str, dict] = {
     # ≈1.1 M parameters: the CPU demo's model (docs/design.md §9: d 128, 4 layers, 4 heads, FFN 512).
     "tiny": dict(d_model=128, n_heads=4, n_layers=4, mlp_hidden_size=512, max_sequence_length=512),
+    # ≈3.5 M parameters: the confident long-answer benchmark model (`copy` task, 256-token answers; issue #18).
+    "small": dict(d_model=256, n_heads=4, n_layers=4, mlp_hidden_size=768, max_sequence_length=512),
     # ≈30 k parameters: unit tests that only need shapes and invariants.
     "micro": dict(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, max_sequence_length=512),
 }
