@@ -329,3 +329,24 @@ def test_import_unigrpo_registers_the_auto_classes_without_the_trainers(micro_mo
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:3] == ["llada LLaDAModelLM LLaDAModelLM", "mmada MMadaModelLM MMadaModelLM", "[]"]
+
+
+def test_the_confident_benchmark_model_copies_held_out_digits_exactly_with_the_plain_sampler():
+    """tiny-copy-sft (issue #18): the plain sampler — no cache, no threshold, greedy, one token a step — answers
+    held-out prompts character for character, confidently (8 tokens a step keeps this test to seconds)."""
+    from rollouts import SamplerConfig, generate_text, tokenize_prompts
+    from unigrpo.data.long_answers import make_copy_dataset
+    from unigrpo.models import builtin_checkpoints, resolve_model_path
+
+    assert "tiny-copy-sft" in builtin_checkpoints()
+    assert (resolve_model_path("tiny-copy-sft") / "model.safetensors").stat().st_size <= 20_000_000
+    rows = sorted(make_copy_dataset("test", limit=64), key=lambda row: len(row["answer"]))[:4]  # 64–68 digits
+    model, tokenizer = load_model("tiny-copy-sft").eval(), load_tokenizer("tiny-copy-sft")
+    prompt_ids, prompt_mask = tokenize_prompts(tokenizer, [row["prompt"] for row in rows])
+    config = SamplerConfig(gen_length=256, block_length=256, steps=32, temperature=0.0, cache="none")
+    with torch.no_grad():
+        out = generate_text(model, prompt_ids, prompt_mask, mask_token_id=tokenizer.mask_token_id,
+                            eos_token_id=tokenizer.eos_token_id, config=config)
+    answers = tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
+    assert answers == [row["answer"] for row in rows]
+    assert out.stats.committed_confidence > 0.9
