@@ -47,11 +47,12 @@ import pytest  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "adversarial_completions.jsonl"
 NOT_TEXT = {"clip_score", "image_reward", "judge"}  # need images / a reward model / a server
-TEXT_REWARDS = ("boxed_format", "countdown", "math_correctness", "sudoku", "think_format")
+TEXT_REWARDS = ("boxed_format", "countdown", "exact_answer", "math_correctness", "sudoku", "think_format")
 # the columns each reward reads besides the reference answer (one fixed puzzle for the task rewards)
 TASK_COLUMNS = {"countdown": {"numbers": [[2, 3, 4]], "target": [5]},
                 "sudoku": {"puzzle": ["0040302120000300"], "solution": ["1243342121344312"]}}
-ALLOWED_VALUES = {"boxed_format": (0.0, 0.5), "think_format": (0.0, 0.5), "countdown": (0.0, 0.1)}
+ALLOWED_VALUES = {"boxed_format": (0.0, 0.5), "think_format": (0.0, 0.5), "countdown": (0.0, 0.1),
+                  "exact_answer": (0.0, 1.0)}
 PER_COMPLETION_S = 1.0
 MATH_TIMEOUT_S = 0.5
 MB = 1_000_000
