@@ -1,7 +1,7 @@
 """MAGVIT-v2 (MMaDA's ``showlab/magvitv2``): published key structure, LFQ golden values, shapes, bad input.
 
-The published state dict is rebuilt here independently of ``unigrpo.models.magvit2`` from the layout in
-``/work/shared/CHECKPOINTS.md`` (small widths, same keys) so a loader that drifts from the checkpoint fails.
+The published state dict is rebuilt here independently of ``unigrpo.models.magvit2`` from the published
+checkpoint's key layout (small widths, same keys) so a loader that drifts from the checkpoint fails.
 """
 
 import json

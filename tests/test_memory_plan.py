@@ -67,7 +67,7 @@ def tiny():
 def test_shape_counts_every_parameter(tiny):
     model = LLaDAModelLM(tiny)
     assert ModelShape.from_config(tiny).params == sum(p.numel() for p in model.parameters())
-    assert ModelShape.from_config(KNOWN_SHAPES["GSAI-ML/LLaDA-8B-Instruct"]).params == 8_015_581_184  # CHECKPOINTS.md
+    assert ModelShape.from_config(KNOWN_SHAPES["GSAI-ML/LLaDA-8B-Instruct"]).params == 8_015_581_184  # LLaDA-8B's index
 
 
 def test_weights_gradients_optimizer_match_one_adamw_step(tiny):

@@ -25,7 +25,7 @@ PUBLISHED_BLOCK_KEYS = [
 
 
 def published_state_dict(config: LLaDAConfig) -> dict[str, torch.Tensor]:
-    """A state dict written from CHECKPOINTS.md's key/shape table, independently of the model class."""
+    """A state dict written from the published checkpoints' key/shape table, independently of the model class."""
     d, mlp, vocab = config.d_model, config.mlp_hidden_size, config.embedding_size
     shapes = {"attn_norm.weight": [d], "q_proj.weight": [d, d], "k_proj.weight": [d, d], "v_proj.weight": [d, d],
               "attn_out.weight": [d, d], "ff_norm.weight": [d], "ff_proj.weight": [mlp, d],
@@ -121,7 +121,7 @@ def test_padding_mask_hides_pad_tokens_and_no_mask_equals_all_ones(micro_model_d
 
 
 def test_rmsnorm_and_rope_follow_the_published_forward(micro_model_dir):
-    """A plain re-implementation of one block from CHECKPOINTS.md matches the class."""
+    """A plain re-implementation of one block from the published forward matches the class."""
     model = load_model(micro_model_dir).eval()
     cfg, block = model.config, model.model.transformer["blocks"][0]
     x = torch.randn(2, 5, cfg.d_model)

@@ -4,9 +4,10 @@ One class serves LLaDA-8B, MMaDA-8B (same blocks, larger vocabulary) and the tin
 Parameter names are those of the published checkpoints (``model.transformer.blocks.{i}.q_proj.weight``, …), so
 ``from_pretrained`` on a published checkpoint loads every tensor with no missing or unexpected key.
 
-Forward (CHECKPOINTS.md): pre-norm Llama blocks with bidirectional SDPA attention (no causal mask), RMSNorm in
-fp32 (cast back, *then* scaled by the weight), SwiGLU with SiLU on ``ff_proj``, NeoX rotate-half RoPE in fp32 on
-absolute positions 0..T-1. Logits are ``ff_out(ln_f(x))`` (or ``ln_f(x) @ wte.T`` when ``weight_tying``).
+Forward (as the published LLaDA / MMaDA code computes it): pre-norm Llama blocks with bidirectional SDPA
+attention (no causal mask), RMSNorm in fp32 (cast back, *then* scaled by the weight), SwiGLU with SiLU on
+``ff_proj``, NeoX rotate-half RoPE in fp32 on absolute positions 0..T-1. Logits are ``ff_out(ln_f(x))`` (or
+``ln_f(x) @ wte.T`` when ``weight_tying``).
 
 LoRA target modules (PEFT): ``q_proj``, ``k_proj``, ``v_proj``, ``attn_out`` (attention) and ``ff_proj``,
 ``up_proj``, ``ff_out`` (MLP; note ``ff_out`` also names the LM head, so target ``blocks.*.ff_out`` with a regex, or
