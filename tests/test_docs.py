@@ -16,9 +16,9 @@ def project_files():
 
 
 def test_no_reference_to_the_private_design_notes():
-    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in project_files()
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in project_files() if p != Path(__file__).resolve()
                  for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
-                 if re.search(r"\bDESIGN(\.md| §)", line)]
+                 if re.search(r"\bDESIGN(\.md| §)|\b(CHECKPOINTS|STYLE)\.md\b|/work/shared|\.\./shared/", line)]
     assert offenders == []
 
 
