@@ -16,7 +16,7 @@ import json
 import torch
 from peft import LoraConfig
 
-from unigrpo.likelihood import answer_token_logps, assemble_view
+from unigrpo.memory_measure import saved_activation_bytes
 from unigrpo.memory_plan import GIB, plan_memory
 from unigrpo.memory_plan_recipe import plan_recipe
 from unigrpo.models import LORA_TARGET_MODULES, LLaDAModelLM, tiny_config
@@ -44,25 +44,9 @@ def state_bytes(model) -> dict[str, int]:
 
 
 def saved_bytes(model, checkpointing: bool) -> int:
-    """Distinct storages saved for backward by the loss forward of one micro-batch (parameters excluded)."""
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-    model.train()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    R, L, V = RECIPE["per_device_train_batch_size"], RECIPE["max_completion_length"], model.config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-    prompts, answers = (torch.randint(0, V, (R, n), generator=generator) for n in (PROMPT, L))
-    view = assemble_view(prompts, None, answers, torch.ones(R, L, dtype=torch.bool), torch.ones(R))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        answer_token_logps(model, view, answers).mean().backward()
-    return sum(saved.values())
+    """Bytes saved for backward by the loss forward of one micro-batch of the recipe (parameters excluded)."""
+    return saved_activation_bytes(model, RECIPE["per_device_train_batch_size"], PROMPT,
+                                  RECIPE["max_completion_length"], checkpointing)
 
 
 def compare(preset: str, lora: bool) -> dict:

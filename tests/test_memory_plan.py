@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig
 
 from unigrpo.cli import main
-from unigrpo.likelihood import answer_token_logps, assemble_view
+from unigrpo.memory_measure import saved_activation_bytes
 from unigrpo.memory_plan import GIB, KNOWN_SHAPES, ModelShape, plan_memory
 from unigrpo.memory_plan_recipe import launch_from_accelerate_config, model_config_for, parse_memory_size
 from unigrpo.models import LORA_TARGET_MODULES, LLaDAModelLM, tiny_config
@@ -35,27 +35,8 @@ def one_adamw_step(model):
 
 
 def saved_bytes(model, rows: int, checkpointing: bool) -> int:
-    """Bytes of the distinct storages saved for backward by the policy's loss forward (parameters excluded)."""
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-    model.train()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    L, V = RECIPE["max_completion_length"], model.config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-    prompts, answers = (torch.randint(0, V, (rows, n), generator=generator) for n in (PROMPT, L))
-    view = assemble_view(prompts, None, answers, torch.ones(rows, L, dtype=torch.bool), torch.ones(rows))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = answer_token_logps(model, view, answers).mean()
-    loss.backward()
-    return sum(saved.values())
+    """Bytes saved for backward by the policy's loss forward (parameters excluded)."""
+    return saved_activation_bytes(model, rows, PROMPT, RECIPE["max_completion_length"], checkpointing)
 
 
 @pytest.fixture(scope="module")
