@@ -4,13 +4,15 @@ tokenizer interface (``image_tokenizer``; implementations ``magvit2`` and ``tiny
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from .configuration_llada import LLaDAConfig, MMadaConfig
+from .configuration_llada_moe import LLaDAMoEConfig
 from .image_tokenizer import IMAGE_TOKENIZERS, ImageTokenizer, load_image_tokenizer
 from .loading import builtin_checkpoints, load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
 from .modeling_llada import LORA_TARGET_MODULES, LLaDAModelLM, MMadaModelLM
+from .modeling_llada_moe import LLaDAMoEModelLM
 from .tiny import PRESETS, init_tiny, tiny_config
 from .tokenizer import build_char_tokenizer
 
-for _config, _model in ((LLaDAConfig, LLaDAModelLM), (MMadaConfig, MMadaModelLM)):
+for _config, _model in ((LLaDAConfig, LLaDAModelLM), (MMadaConfig, MMadaModelLM), (LLaDAMoEConfig, LLaDAMoEModelLM)):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
     AutoModelForMaskedLM.register(_config, _model, exist_ok=True)
@@ -23,6 +25,8 @@ __all__ = [
     "MMadaConfig",
     "LLaDAModelLM",
     "MMadaModelLM",
+    "LLaDAMoEConfig",
+    "LLaDAMoEModelLM",
     "LORA_TARGET_MODULES",
     "PRESETS",
     "init_tiny",

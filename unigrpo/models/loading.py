@@ -20,7 +20,8 @@ def _check_model_dir(path: str | Path) -> Path:
 def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_remote_code: bool = False, **kwargs):
     """Load a masked-diffusion LM from a local folder; every checkpoint tensor must match a parameter.
 
-    LLaDA (``model_type: llada``) and MMaDA (``mmada``) checkpoints load into this project's classes; other
+    LLaDA (``model_type: llada``), MMaDA (``mmada``) and LLaDA-MoE (``lladamoe``, or the published ``llada`` with
+    MoE keys) checkpoints load into this project's classes; other
     architectures load through ``AutoModelForMaskedLM`` / ``AutoModel`` (with ``trust_remote_code`` if asked).
     Raises ``ValueError`` naming the keys when the checkpoint has missing, unexpected or mis-shaped tensors.
     """
@@ -29,7 +30,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_r
     path = resolve_model_path(path)
     if not (path / "config.json").is_file():
         return _load_adapter(path, dtype, trust_remote_code, **kwargs)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = _llada_moe_config(path) or AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForMaskedLM if type(config) in AutoModelForMaskedLM._model_mapping else AutoModel
     model, info = auto.from_pretrained(
         path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
@@ -39,6 +40,19 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_r
         detail = "; ".join(f"{k}: {v[:5]}{' …' if len(v) > 5 else ''}" for k, v in problems.items())
         raise ValueError(f"checkpoint {str(path)!r} does not match {type(model).__name__}: {detail}")
     return model
+
+
+def _llada_moe_config(path: Path):
+    """The ``LLaDAMoEConfig`` of a LLaDA-MoE folder, else None. The published LLaDA-MoE config says ``model_type:
+    llada``, dense LLaDA's name, so the Auto lookup alone would build a dense config; the MoE keys decide first."""
+    import json
+
+    from .configuration_llada_moe import LLaDAMoEConfig, is_llada_moe_config
+
+    raw = json.loads((path / "config.json").read_text())
+    if not is_llada_moe_config(raw):
+        return None
+    return LLaDAMoEConfig.from_dict({**raw, "model_type": LLaDAMoEConfig.model_type})
 
 
 def _load_adapter(path: Path, dtype, trust_remote_code: bool, **kwargs):
