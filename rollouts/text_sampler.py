@@ -11,6 +11,11 @@ per step is the block's masked count split evenly over its steps (remainder to t
     conf   = −inf outside the current block and on already committed positions
     commit the k_b,i most confident masked positions of the block, for row b at step i
 
+Dream's generation rules are options of the same loop (``rollouts/remasking.py``): ``remasking`` = ``origin`` |
+``maskgit_plus`` | ``topk_margin`` | ``entropy`` with ``top_p`` / ``top_k`` / ``alg_temp``, and ``step_schedule =
+'dream'`` (⌊m (1 − s/t)⌋ of the m masked positions per step); the schedule, draws and commit counts are in
+``rollouts/commit_rules.py``.
+
 Fast options (Fast-dLLM, Wu et al. 2025; same interface, measured in benchmarks/rollout_speed.py):
 
     cache = prefix | dual   a block's first step is a full forward that refreshes the model's block KV cache; its
@@ -55,6 +60,28 @@ import torch
 
 from unigrpo.models.block_cache import BlockKVCache
 
+from .commit_rules import (  # re-exported: the schedule, draws, LLaDA confidences and commit counts lived here
+    chosen_token_probability,
+    commit_count,
+    factor_commit_count,
+    fast_dllm_commit_count,
+    gumbel_max_sample,
+    num_transfer_tokens,
+    random_confidence,
+    select_commits,
+    threshold_commit_count,
+    uniform,
+)
+from .remasking import (
+    REMASKING,
+    STEP_SCHEDULES,
+    check_remasking_options,
+    draw_tokens,
+    dream_transfer_fractions,
+    scheduled_count,
+    step_commits,
+)
+
 
 @dataclass
 class SamplerConfig:
@@ -69,7 +96,23 @@ class SamplerConfig:
     temperature: float = 0.0
     """τ of the Gumbel-max sampling of x0; 0 = argmax (greedy)."""
     remasking: str = "low_confidence"
-    """Which masked positions to commit each step: ``low_confidence`` (most probable first) or ``random``."""
+    """Which masked positions to commit each step (``rollouts/remasking.py``): LLaDA's ``low_confidence`` (most
+    probable first) or ``random``; Dream's ``alg`` choices ``maskgit_plus`` (most probable under top_p/top_k/τ),
+    ``topk_margin`` (largest top-1 − top-2 gap), ``entropy`` (lowest entropy) or ``origin`` (each masked position
+    with probability 1 − s/t; needs ``step_schedule='dream'``)."""
+    top_p: float | None = None
+    """Nucleus filter of the x0 draw (Dream's ``top_p``), on softmax(logits/τ), in (0, 1]; Dream's rules also read
+    their confidences from the filtered distribution, even at τ = 0. None = off."""
+    top_k: int | None = None
+    """Keep only the k most probable tokens for x0 (Dream's ``top_k``, after top_p). None = off."""
+    alg_temp: float | None = None
+    """Dream's ``alg_temp``: None or 0 commits the k most confident positions; α > 0 draws the k positions without
+    replacement with probability softmax(confidence / α). Needs a confidence rule and no threshold / factor."""
+    step_schedule: str = "llada"
+    """How many positions each step of a block commits: ``llada`` (the block's masks split evenly over its steps)
+    or ``dream`` (⌊m (1 − s/t)⌋ of the m still masked, t = linspace(1, eps, steps + 1); all at the last step)."""
+    schedule_eps: float = 1e-3
+    """Dream's ``eps``, the last time of its schedule (``step_schedule='dream'`` only), in [0, 1)."""
     cfg_scale: float = 0.0
     """s, classifier-free guidance: logits = u + (s+1)(c − u), u with the prompt masked; 0 = off (one forward)."""
     cache: str = "none"
@@ -133,12 +176,22 @@ class SamplerConfig:
         return self.block_length if self.fast_dllm_threshold else self.steps_per_block
 
 
+# The choices of ``cache`` (``kv_cache`` in recipes) and ``threshold_rule`` (``remasking``'s and ``step_schedule``'s:
+# rollouts/remasking.py): recipes, ``unigrpo generate`` and the checks read them from here.
+CACHES = ("none", "prefix", "dual")
+THRESHOLD_RULES = ("floor", "fast_dllm")
+
 RECIPE_KEYS = {
     "gen_length": "max_completion_length",
     "block_length": "block_length",
     "steps": "diffusion_steps",
     "temperature": "temperature",
     "remasking": "remasking",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "alg_temp": "alg_temp",
+    "step_schedule": "step_schedule",
+    "schedule_eps": "schedule_eps",
     "cfg_scale": "cfg_scale",
     "cache": "kv_cache",
     "threshold": "confidence_threshold",
@@ -168,9 +221,7 @@ def check_sampler_options(options: dict, keys: dict | None = None) -> None:
     if steps % blocks:
         raise ValueError(f"{key('steps')}={steps} is not divisible by the number of blocks "
                          f"({key('gen_length')}/{key('block_length')} = {blocks})")
-    remasking, cache, threshold, factor = (options[name] for name in ("remasking", "cache", "threshold", "factor"))
-    if remasking not in REMASKING:
-        raise ValueError(f"{key('remasking')}={remasking!r} is not valid; choose one of {list(REMASKING)}")
+    cache, threshold, factor = (options[name] for name in ("cache", "threshold", "factor"))
     for name in ("temperature", "cfg_scale"):
         value = options[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -189,9 +240,7 @@ def check_sampler_options(options: dict, keys: dict | None = None) -> None:
     if rule == "fast_dllm" and factor is not None:
         raise ValueError(f"{key('threshold_rule')}='fast_dllm' follows Fast-dLLM's threshold path, which has no "
                          f"{key('factor')}; set {key('factor')}=None or {key('threshold_rule')}='floor'")
-    if (threshold is not None or factor is not None) and remasking != "low_confidence":
-        raise ValueError(f"{key('threshold')}/{key('factor')} decoding compares model probabilities, so it needs "
-                         f"{key('remasking')}='low_confidence', not {remasking!r}")
+    check_remasking_options(options, key)
 
 
 @dataclass
@@ -236,131 +285,6 @@ class SamplerOutput:
     """Model forwards run (NFE; a CFG step counts once although it runs both halves in one batch)."""
     stats: DecodeStats = dataclasses.field(default_factory=DecodeStats)
     """Committed tokens, row-forwards and committed probabilities of this call (read from the device once)."""
-
-
-# ---- schedule ------------------------------------------------------------------------------------------------------
-
-
-def num_transfer_tokens(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
-    """Tokens to commit at each of ``steps`` steps (LLaDA ``generate.py``, ``get_num_transfer_tokens``).
-
-    LLaDA's linear noise schedule makes the expected number of tokens unmasked per step constant, so each row's
-    masked count is split evenly and the remainder goes to the first steps. masked_count (B,) → (B, steps).
-    """
-    base = masked_count[:, None] // steps  # (B, 1)
-    remainder = masked_count[:, None] % steps  # (B, 1)
-    return base + (torch.arange(steps, device=masked_count.device) < remainder).long()  # (B, steps)
-
-
-# ---- randomness: every draw goes through the caller's generator ----------------------------------------------------
-
-
-def uniform(shape, generator: torch.Generator | None, device, dtype=torch.float64, rows=None) -> torch.Tensor:
-    """U[0, 1) of ``shape`` drawn from ``generator`` on the generator's own device, then moved to ``device``.
-
-    ``rows`` = (index, B): ``shape`` covers the rows ``index`` of a batch of B; the draw covers all B rows and keeps
-    those, so a row's noise does not depend on which other rows are still running (early finish)."""
-    source = generator.device if generator is not None else device
-    full = shape if rows is None else (rows[1], *shape[1:])
-    u = torch.rand(full, generator=generator, device=source, dtype=dtype).to(device)
-    return u if rows is None else u[rows[0]]
-
-
-def gumbel_max_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
-                      rows=None) -> torch.Tensor:
-    """x0 ~ softmax(logits / τ) by Gumbel-max: argmax(logits/τ + g), g = −log(−log u); plain argmax at τ = 0.
-
-    LLaDA's ``add_gumbel_noise`` draws in float64 because low-precision Gumbel noise lowers generation quality
-    (arXiv:2409.02908); it writes exp(l) / (−log u)^τ, whose argmax is the same as that of l/τ + g here (and this
-    form cannot overflow). logits (..., V) → token ids (...); ``rows`` as in ``uniform``.
-    """
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    u = uniform(logits.shape, generator, logits.device, rows=rows)  # (..., V) float64
-    gumbel = -torch.log(-torch.log(u))  # u = 0 gives −inf: that token is never drawn
-    return (logits.to(torch.float64) / temperature + gumbel).argmax(dim=-1)
-
-
-# ---- confidence: one function per remasking strategy, all with the same signature ----------------------------------
-
-
-def chosen_token_probability(logits: torch.Tensor, x0: torch.Tensor, generator=None, rows=None) -> torch.Tensor:
-    """softmax(logits)[x0] (``low_confidence``), as exp(l[x0] − logsumexp l) in float32 without a (…, V) softmax.
-
-    Taken from the logits before the Gumbel noise, as in LLaDA. logits (B, K, V), x0 (B, K) → (B, K).
-    """
-    logits = logits.float()
-    chosen = logits.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, K)
-    return torch.exp(chosen - torch.logsumexp(logits, dim=-1))
-
-
-def random_confidence(logits: torch.Tensor, x0: torch.Tensor, generator=None, rows=None) -> torch.Tensor:
-    """U(0, 1) per position (``random`` remasking): commit k random masked positions. → (B, K)."""
-    return uniform(x0.shape, generator, x0.device, rows=rows)
-
-
-# The choices of ``remasking`` and ``cache`` (``kv_cache`` in recipes): recipes, ``unigrpo generate`` and the checks
-# read them from here.
-REMASKING = {"low_confidence": chosen_token_probability, "random": random_confidence}
-CACHES = ("none", "prefix", "dual")
-THRESHOLD_RULES = ("floor", "fast_dllm")
-
-
-def select_commits(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The k[b] most confident positions of each row b → bool (B, K); ties go to the earlier position.
-
-    A per-row top-k with a different k in each row, vectorised: the rank of each position in its row's descending
-    (stable) order, compared with k. confidence (B, K), k (B,).
-    """
-    order = torch.argsort(confidence, dim=1, descending=True, stable=True)  # (B, K) positions, best first
-    positions = torch.arange(confidence.shape[1], device=confidence.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(1, order, positions)  # (B, K) rank of each position
-    return rank < k[:, None]
-
-
-# ---- parallel decoding: how many positions a step commits (Fast-dLLM §3.3) --------------------------------------
-
-
-def threshold_commit_count(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Masked positions whose confidence exceeds the threshold c. confidence (B, K), −inf where not masked → (B,).
-
-    ``>`` where Fast-dLLM writes ``≥``: they differ only at equality, and with ``>`` c = 1 means exactly "never
-    parallel" (a float32 probability can round to 1.0).
-    """
-    return (confidence > threshold).sum(dim=1)
-
-
-def factor_commit_count(confidence: torch.Tensor, factor: float) -> torch.Tensor:
-    """Fast-dLLM's factor rule: with the confidences sorted, c(1) ≥ c(2) ≥ …, the longest run n such that
-    c(m) ≥ 1 − f/(m + 1) for every m ≤ n — more tokens in parallel only while each is near-certain.
-    confidence (B, K), −inf where not masked → (B,)."""
-    ordered = confidence.sort(dim=1, descending=True).values  # (B, K)
-    m = torch.arange(1, confidence.shape[1] + 1, device=confidence.device, dtype=ordered.dtype)
-    passes = ordered >= 1 - factor / (m + 1)  # (B, K)
-    return passes.long().cumprod(dim=1).sum(dim=1)
-
-
-def fast_dllm_commit_count(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Fast-dLLM's threshold rule (``llada/generate.py``, ``get_transfer_index``): the masked positions with
-    confidence ≥ c, and at least one — its top-k over the block keeps the best unconditionally and drops the others
-    below c. confidence (B, K), −inf where not masked → (B,); a row with no mask left commits nothing (its k = 1
-    meets no masked position)."""
-    return (confidence >= threshold).sum(dim=1).clamp(min=1)
-
-
-def commit_count(scheduled: torch.Tensor, confidence: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
-    """Positions to commit this step per row (B,). ``threshold_rule='floor'``: the plain schedule's count, raised
-    by threshold / factor decoding, at least one; the schedule stays a floor, so a block never needs more than its
-    ``steps`` (with one scheduled token per step this equals Fast-dLLM's rule but for ``>``). ``fast_dllm``: the
-    schedule is ignored (``fast_dllm_commit_count``)."""
-    if config.fast_dllm_threshold:
-        return fast_dllm_commit_count(confidence, config.threshold)
-    k = scheduled
-    if config.threshold is not None:
-        k = torch.maximum(k, threshold_commit_count(confidence, config.threshold))
-    if config.factor is not None:
-        k = torch.maximum(k, factor_commit_count(confidence, config.factor))
-    return k.clamp(min=1)
 
 
 # ---- the model call ------------------------------------------------------------------------------------------------
@@ -462,6 +386,7 @@ def generate_text(
 
     kv_cache = None if config.cache == "none" else BlockKVCache()
     forwards, row_forwards, S = 0, 0, config.max_steps_per_block
+    fractions = dream_transfer_fractions(S, config.schedule_eps, device)  # (S,) Dream's 1 − s/t per step
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # committed tokens, their summed probability
     alive = torch.arange(B, device=device)  # rows whose answer is not decided yet
     last_step = torch.zeros(B, dtype=torch.long, device=device)  # (B,) each row's last forwarded step
@@ -470,7 +395,7 @@ def generate_text(
         rows = alive  # (n,) the rows this block forwards; x_, mask_, uncond_, steps_ are theirs
         x_, uncond_, steps_ = x[rows], unconditional_prompt[rows], commit_step[rows]
         mask_ = None if full_mask is None else full_mask[rows]
-        schedule = num_transfer_tokens((x_[:, window] == mask_token_id).sum(dim=1), S)  # (n, S) unused by fast_dllm
+        schedule = num_transfer_tokens((x_[:, window] == mask_token_id).sum(dim=1), S)  # (n, S) LLaDA's split
         for i in range(S):
             step = block * S + i
             masked = x_[:, window] == mask_token_id  # (n, K)
@@ -479,11 +404,10 @@ def generate_text(
             last_step[rows] = step
             logits = forbid_token(logits, mask_token_id)  # (n, K, V)
             draws = None if rows.numel() == B else (rows, B)  # the noise of the whole batch, these rows' share
-            x0 = gumbel_max_sample(logits, config.temperature, generator, draws).to(x.dtype)  # (n, K)
-            confidence = REMASKING[config.remasking](logits, x0, generator, draws).to(torch.float64)  # (n, K)
-            confidence = confidence.masked_fill(~masked, -torch.inf)
-            k = commit_count(schedule[:, i], confidence, config) if config.parallel else schedule[:, i]
-            commit = select_commits(confidence, k) & masked
+            x0, confidence = draw_tokens(logits, config, generator, draws)  # (n, K) each (rollouts/remasking.py)
+            x0, confidence = x0.to(x.dtype), confidence.masked_fill(~masked, -torch.inf)
+            scheduled = scheduled_count(schedule, masked, i, config, fractions)  # (n,)
+            commit = step_commits(confidence, masked, scheduled, i, config, fractions, generator, draws)  # (n, K)
             x_[:, window] = torch.where(commit, x0, x_[:, window])
             steps_[:, window.start - P : window.stop - P].masked_fill_(commit, step)
             probability = confidence if config.remasking == "low_confidence" else chosen_token_probability(logits, x0)

@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from rollouts.engine import ROLLOUT_BACKENDS
 from rollouts.image_sampler import IMAGE_SAMPLERS, ImageSamplerConfig
-from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, THRESHOLD_RULES, SamplerConfig
+from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, STEP_SCHEDULES, THRESHOLD_RULES, SamplerConfig
 
 from .advantages import SCALE_REWARDS
 from .data_parallel import check_group_sharding, check_launch
@@ -45,7 +45,23 @@ class SamplingArguments:
     )
     temperature: float = field(default=1.0, metadata=_help("Gumbel-max sampling temperature of rollouts (0 = argmax)."))
     remasking: str = field(default="low_confidence", metadata=_help(
-        "Which masked positions each step commits: the most probable (low_confidence) or random ones.", REMASKING))
+        "Which masked positions each step commits: LLaDA's low_confidence (most probable) | random; Dream's alg "
+        "maskgit_plus (most probable under top_p/top_k/temperature) | topk_margin (top-1 − top-2 gap) | entropy "
+        "(lowest entropy) | origin (each with probability 1 − s/t; needs step_schedule: dream).", REMASKING))
+    top_p: float | None = field(default=None, metadata=_help(
+        "Nucleus filter of the token draw (Dream's top_p), in (0, 1]; Dream's rules also read their confidence from "
+        "the filtered distribution. null = off."))
+    top_k: int | None = field(default=None, metadata=_help(
+        "Draw tokens among the k most probable only (Dream's top_k, after top_p). null = off."))
+    alg_temp: float | None = field(default=None, metadata=_help(
+        "Dream's alg_temp: null or 0 commits the most confident positions; > 0 draws them with probability "
+        "softmax(confidence / alg_temp). Not with confidence_threshold / confidence_factor."))
+    step_schedule: str = field(default="llada", metadata=_help(
+        "Tokens committed per step of a block: llada (the block's masks split evenly over its steps) | dream "
+        "(floor(m (1 − s/t)) of the m still masked, t = linspace(1, schedule_eps, steps + 1); all at the last).",
+        STEP_SCHEDULES))
+    schedule_eps: float = field(default=1e-3, metadata=_help(
+        "Dream's eps, the last time of step_schedule: dream, in [0, 1)."))
     cfg_scale: float = field(default=0.0, metadata=_help("Classifier-free guidance scale s (0 = off)."))
     kv_cache: str = field(
         default="dual",

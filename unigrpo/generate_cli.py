@@ -21,6 +21,11 @@ def optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "null") else float(text)
 
 
+def optional_int(text: str) -> int | None:
+    """An integer, or None for ``none`` / ``null`` (``top_k``)."""
+    return None if text.lower() in ("none", "null") else int(text)
+
+
 def true_or_false(text: str) -> bool:
     """``true`` / ``false`` (also 1/0, yes/no): ``type=bool`` would take any non-empty text, ``false`` too, as True."""
     if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -52,12 +57,16 @@ def add_sampler_options(parser: argparse.ArgumentParser) -> None:
                            f"else the value shown (the reference LLaDA sampler)")
     for key in RECIPE_KEYS.values():
         meta = fields[key].metadata
-        optional = type(None) in typing.get_args(hints[key])  # float | None
-        convert = optional_float if optional else true_or_false if hints[key] is bool else hints[key]
-        metavar = None if meta.get("choices") else "FLOAT|none" if optional else hints[key].__name__.upper()
+        optional = type(None) in typing.get_args(hints[key])  # float | None, int | None
+        integer = optional and int in typing.get_args(hints[key])
+        convert = ((optional_int if integer else optional_float) if optional
+                   else true_or_false if hints[key] is bool else hints[key])
+        metavar = (None if meta.get("choices") else ("INT|none" if integer else "FLOAT|none") if optional
+                   else hints[key].__name__.upper())
+        default = shown.get(key, "none" if defaults[key] is None else defaults[key])
         group.add_argument(f"--{key}", *ALIASES.get(key, []), dest=key, type=convert, choices=meta.get("choices"),
                            default=argparse.SUPPRESS, metavar=metavar,
-                           help=f"{meta['help']} [{shown.get(key, defaults[key])}]".replace("%", "%%"))
+                           help=f"{meta['help']} [{default}]".replace("%", "%%"))
 
 
 def build_parser() -> argparse.ArgumentParser:
