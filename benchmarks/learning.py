@@ -65,7 +65,7 @@ def run_seed(recipe: str, seed: int, overrides: list[str], out_root: Path) -> di
     steps_done = trainer.state.global_step
     print(f"seed {seed}: held-out accuracy {before:.3f} → {after:.3f} ({steps_done} steps, {wall:.0f} s)", flush=True)
     return {"seed": seed, "accuracy_before": before, "accuracy_after": after, "wall_s": round(wall, 1),
-            "steps": steps_done, "n_report": len(report), "curve": curve}
+            "steps": steps_done, "n_report": len(report), "curve": curve, "log_history": trainer.state.log_history}
 
 
 def main() -> None:
