@@ -76,7 +76,7 @@ class LLaDAMoEMLP(nn.Module):
 
 
 class LLaDAMoESparseMoeBlock(nn.Module):
-    """Top-k routing over ``num_experts`` SwiGLU experts; output Σ_j w_j · expert_{e_j}(x) (weights not renormalised)."""
+    """Top-k routing over ``num_experts`` SwiGLU experts: Σ_j w_j · expert_{e_j}(x), weights not renormalised."""
 
     def __init__(self, config: LLaDAMoEConfig):
         super().__init__()
