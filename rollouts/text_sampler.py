@@ -306,7 +306,8 @@ def block_logits(model, x, attention_mask, unconditional_prompt, config: Sampler
     The unconditional rows are x with the prompt replaced by ``unconditional_prompt`` (real tokens → mask id); both
     halves go through one forward by concatenation along the batch (and share one cache). Caching: a full forward
     that also refreshes ``kv_cache`` when ``refresh`` (a block's first step), else a forward of the span only —
-    the window and everything after it (``prefix``) or the window alone (``dual``).
+    the window and everything after it (``prefix``) or the window alone (``dual``), from ``model.span_lookbehind``
+    positions before the window (0 for LLaDA / MMaDA, 1 for Dream, whose logits are shifted by one).
     """
     rows, mask = x, attention_mask
     if config.cfg_scale:
@@ -318,9 +319,13 @@ def block_logits(model, x, attention_mask, unconditional_prompt, config: Sampler
     elif refresh:
         logits = model_logits(model, rows, mask, kv_cache=kv_cache)[:, window]
     else:
+        # A model whose logits at position s come from its output at s − 1 (Dream) declares ``span_lookbehind``: the
+        # span starts that many positions earlier and its first logits, not those of their positions, are dropped.
+        behind = min(getattr(model, "span_lookbehind", 0), window.start)
         stop = rows.shape[1] if config.cache == "prefix" else window.stop
-        span = model_logits(model, rows[:, window.start : stop], mask, kv_cache=kv_cache, span_start=window.start)
-        logits = span[:, : window.stop - window.start]
+        start = window.start - behind
+        span = model_logits(model, rows[:, start:stop], mask, kv_cache=kv_cache, span_start=start)
+        logits = span[:, behind : behind + window.stop - window.start]
     if not config.cfg_scale:
         return logits
     cond, uncond = logits.chunk(2)  # (B, K, V) each

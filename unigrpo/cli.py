@@ -348,6 +348,9 @@ def cmd_init_tiny(argv) -> int:
     parser.add_argument("--preset", default="tiny", help="tiny | micro")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mmada", action="store_true", help="write an MMaDA (model_type mmada) config")
+    parser.add_argument("--architecture", default="llada",
+                        help="llada (default) | dream | llada-moe: a key of unigrpo.models.tiny.ARCHITECTURES "
+                             "(an unknown name is an error listing the valid ones)")
     parser.add_argument("--image-tokenizer", help="MMaDA with embedding rows for this image tokenizer's codebook "
                                                   "(a folder or shipped name, e.g. tiny-shapes-vq)")
     args = parser.parse_args(argv)
@@ -359,8 +362,9 @@ def cmd_init_tiny(argv) -> int:
 
         vq = load_image_tokenizer(args.image_tokenizer)
         image = {"mmada": True, "codebook_size": vq.codebook_size, "num_vq_tokens": vq.tokens_per_image}
-    path = init_tiny(args.output, preset=args.preset, seed=args.seed, **{"mmada": args.mmada, **image})
-    print(f"wrote tiny {args.preset} model and tokenizer to {path}")
+    path = init_tiny(args.output, preset=args.preset, seed=args.seed, architecture=args.architecture,
+                     **{"mmada": args.mmada, **image})
+    print(f"wrote tiny {args.preset} {args.architecture} model and tokenizer to {path}")
     return 0
 
 

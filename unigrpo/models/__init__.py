@@ -3,16 +3,20 @@ tokenizer interface (``image_tokenizer``; implementations ``magvit2`` and ``tiny
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
+from .configuration_dream import DreamConfig
 from .configuration_llada import LLaDAConfig, MMadaConfig
 from .configuration_llada_moe import LLaDAMoEConfig
 from .image_tokenizer import IMAGE_TOKENIZERS, ImageTokenizer, load_image_tokenizer
 from .loading import builtin_checkpoints, load_model, load_tokenizer, resolve_mask_token_id, resolve_model_path
+from .modeling_dream import DREAM_LORA_TARGET_MODULES, DreamModel
 from .modeling_llada import LORA_TARGET_MODULES, LLaDAModelLM, MMadaModelLM
 from .modeling_llada_moe import LLaDAMoEModelLM
 from .tiny import PRESETS, init_tiny, tiny_config
 from .tokenizer import build_char_tokenizer
 
-for _config, _model in ((LLaDAConfig, LLaDAModelLM), (MMadaConfig, MMadaModelLM), (LLaDAMoEConfig, LLaDAMoEModelLM)):
+# Dream's published ``DreamModel`` is its masked LM (``model_type: "Dream"``; AutoModel in its auto_map).
+for _config, _model in ((LLaDAConfig, LLaDAModelLM), (MMadaConfig, MMadaModelLM), (LLaDAMoEConfig, LLaDAMoEModelLM),
+                        (DreamConfig, DreamModel)):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
     AutoModelForMaskedLM.register(_config, _model, exist_ok=True)
@@ -28,6 +32,9 @@ __all__ = [
     "LLaDAMoEConfig",
     "LLaDAMoEModelLM",
     "LORA_TARGET_MODULES",
+    "DreamConfig",
+    "DreamModel",
+    "DREAM_LORA_TARGET_MODULES",
     "PRESETS",
     "init_tiny",
     "tiny_config",

@@ -32,6 +32,9 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None, trust_r
         return _load_adapter(path, dtype, trust_remote_code, **kwargs)
     config = _llada_moe_config(path) or AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForMaskedLM if type(config) in AutoModelForMaskedLM._model_mapping else AutoModel
+    # ignore_mismatched_sizes: a mis-shaped tensor then comes back in ``info`` and is named in the error below
+    # (transformers' own error names none); the model is refused either way.
+    kwargs = {"ignore_mismatched_sizes": True, **kwargs}
     model, info = auto.from_pretrained(
         path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
     )

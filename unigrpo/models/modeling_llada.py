@@ -109,6 +109,9 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["LLaDABlock"]
     _supports_sdpa = True
+    span_lookbehind = 0
+    """Positions before a block-cache span that a span forward must include: none, the logits of a position are
+    read from the same position (Dream, whose logits are shifted by one, has 1)."""
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, plus the code files of the checkpoint this model was loaded from
