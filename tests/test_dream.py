@@ -380,3 +380,46 @@ def test_init_tiny_dream_then_auto_loading_and_generate(tmp_path, capsys):
         assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["init-tiny", "--architecture", "gpt", "--output", str(tmp_path / "x")]) != 0
     assert "dream" in capsys.readouterr().err
+
+
+# ---- training on a tiny Dream --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dream_dir(tmp_path_factory):
+    return init_tiny(tmp_path_factory.mktemp("dream_dir") / "m", preset="micro", architecture="dream")
+
+
+@pytest.mark.parametrize("estimator", ["unigrpo", "d1", "coupled"])
+def test_ratio_is_one_before_the_first_update_and_the_prompt_stays_unmasked(dream_dir, tmp_path, estimator):
+    from test_trainer import first_rows, make_trainer
+    from unigrpo.likelihood import answer_token_logps
+
+    trainer = make_trainer(dream_dir, tmp_path, likelihood_estimator=estimator)
+    (rollouts,) = trainer.make_rollouts(first_rows(trainer)).tasks
+    with torch.no_grad():
+        logps = answer_token_logps(trainer.model, rollouts.views[0], rollouts.completion_ids)
+    assert torch.isfinite(logps).all() and torch.equal(logps, rollouts.old_logps[0])
+    L = rollouts.completion_ids.shape[1]
+    for view in rollouts.views:
+        P = view.input_ids.shape[1] - L - view.suffix_length
+        assert (view.input_ids[:, P:P + L] == trainer.mask_token_id).any()
+        if estimator != "d1":  # d1 masks prompt tokens on purpose (its estimator); the others never do
+            assert not (view.input_ids[:, :P] == trainer.mask_token_id).any()
+
+
+def test_three_steps_of_the_tiny_arith_recipe_train_a_tiny_dream(dream_dir, tmp_path):
+    from pathlib import Path
+
+    from unigrpo.cli import main
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "tiny-arith.yaml"
+    out = tmp_path / "rl"
+    assert main(["train", "--config", str(recipe), "--model_name_or_path", str(dream_dir), "--max_steps", "3",
+                 "--output_dir", str(out), "--per_device_train_batch_size", "32", "--eval_strategy", "no",
+                 "--eval_on_start", "false", "--save_strategy", "no", "--load_best_model_at_end", "false",
+                 "--logging_steps", "1", "--disable_tqdm", "true"]) == 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    losses = [e["loss"] for e in history if "loss" in e]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    assert type(load_model(out)) is DreamModel
