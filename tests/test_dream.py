@@ -107,13 +107,16 @@ def reference_logits(sd: dict, cfg: dict, input_ids: torch.Tensor, attention_mas
         n = rms(h, w["input_layernorm.weight"])
 
         def project(name, heads):
-            return (n @ w[f"self_attn.{name}.weight"].T + w[f"self_attn.{name}.bias"]).view(B, T, heads, hd).transpose(1, 2)
+            out = n @ w[f"self_attn.{name}.weight"].T + w[f"self_attn.{name}.bias"]
+            return out.view(B, T, heads, hd).transpose(1, 2)
 
-        q, k, v = rope(project("q_proj", nh)), repeat_kv(rope(project("k_proj", nkv))), repeat_kv(project("v_proj", nkv))
+        q = rope(project("q_proj", nh))
+        k, v = repeat_kv(rope(project("k_proj", nkv))), repeat_kv(project("v_proj", nkv))
         attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + hidden_key, dim=-1) @ v
         h = h + attention.transpose(1, 2).reshape(B, T, nh * hd) @ w["self_attn.o_proj.weight"].T
         m = rms(h, w["post_attention_layernorm.weight"])
-        h = h + (F.silu(m @ w["mlp.gate_proj.weight"].T) * (m @ w["mlp.up_proj.weight"].T)) @ w["mlp.down_proj.weight"].T
+        gated = F.silu(m @ w["mlp.gate_proj.weight"].T) * (m @ w["mlp.up_proj.weight"].T)
+        h = h + gated @ w["mlp.down_proj.weight"].T
     out = rms(h, sd["model.norm.weight"]) @ sd["lm_head.weight"].T  # (B, T, V): position i predicts token i + 1
     return torch.cat([out[:, :1], out[:, :-1]], dim=1)
 

@@ -39,20 +39,22 @@ from .modeling_llada import RMSNorm, reject_unused_arguments
 from .remote_code import copy_remote_code
 
 # Attention and MLP projections of every decoder layer, excluding the LM head.
-DREAM_LORA_TARGET_MODULES = r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+DREAM_LORA_TARGET_MODULES = (r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+                             r"|mlp\.(gate_proj|up_proj|down_proj))")
 
 
 def dream_positions(attention_mask: torch.Tensor | None, seq_len: int, device: torch.device) -> torch.Tensor:
     """RoPE positions (B, T), or (1, T) without a mask: each row's real tokens numbered 0, 1, … from its first real
     one, padding at 1 (Dream's ``generate``: ``tok_idx``). RoPE only sees differences, so a left-padded row gets the
     same attention as the same row unpadded."""
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None:
         return torch.arange(seq_len, device=device)[None]
     real = attention_mask.bool()
     return (real.long().cumsum(-1) - 1).masked_fill(~real, 1)
 
 
-def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """cos/sin (B, T, hd) for positions (B, T): inv_freq = 1/θ^(2i/hd), emb = cat(f, f), computed in fp32 and cast
     to the hidden dtype (Dream's rotary embedding)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
@@ -62,7 +64,7 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: 
 
 
 def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """NeoX rotate-half RoPE on t (B, h, T, hd) with cos/sin (B, T, hd), in t's dtype (as Dream, unlike LLaDA's fp32)."""
+    """NeoX rotate-half RoPE on t (B, h, T, hd) with cos/sin (B, T, hd), in t's dtype (as Dream; LLaDA's is fp32)."""
     x1, x2 = t.chunk(2, dim=-1)
     return t * cos[:, None] + torch.cat((-x2, x1), dim=-1) * sin[:, None]
 
@@ -199,11 +201,12 @@ class DreamBaseModel(DreamPreTrainedModel):
                              f"{kv_cache.length}); run a full forward with kv_cache first")
         T = W if span_start is None else kv_cache.length
         start = span_start or 0
+        padded = attention_mask is not None and not bool(attention_mask.all())  # the forward's one host read
         x = self.embed_tokens(input_ids)  # (B, W, d)
-        positions = dream_positions(attention_mask, T, x.device)[:, start : start + W]  # (B or 1, W)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        positions = dream_positions(attention_mask if padded else None, T, x.device)[:, start : start + W]
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)  # (B or 1, W, hd)
         attn_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if padded:
             # Padding keys are hidden from every query. Dream's generate also hides the padding queries' rows; those
             # rows are never read, and hiding keys only keeps them finite (no all -inf row).
             attn_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
