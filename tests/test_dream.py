@@ -426,3 +426,25 @@ def test_three_steps_of_the_tiny_arith_recipe_train_a_tiny_dream(dream_dir, tmp_
     losses = [e["loss"] for e in history if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
     assert type(load_model(out)) is DreamModel
+
+
+def test_the_published_dream_tokenizer_loads_as_qwen2s_without_its_code(tmp_path):
+    """Dream ships ``tokenization_dream.DreamTokenizer`` (remote code: a copy of Qwen2's byte-level BPE) with only
+    vocab.json + merges.txt; load_tokenizer loads those files with transformers' Qwen2 tokenizer, running no
+    repository code. A toy vocabulary in the published layout: ``Ġ`` is the byte-level space."""
+    specials = {"<|endoftext|>": 0, "<|beginoftext|>": 1, "<|mask|>": 2}
+    vocab = {**specials, "a": 3, "b": 4, "ab": 5, "Ġ": 6, "Ġab": 7}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\na b\nĠ ab\n")
+    added = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                      "special": True} for t, i in specials.items()}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "DreamTokenizer", "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+        "added_tokens_decoder": added, "bos_token": "<|beginoftext|>", "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "mask_token": "<|mask|>", "unk_token": None, "errors": "replace"}))
+    (tmp_path / "tokenization_dream.py").write_text("raise SystemExit('the repository code ran')\n")
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    tokenizer = load_tokenizer(tmp_path)
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer" and tokenizer.padding_side == "left"
+    assert (tokenizer.mask_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (2, 0, 0)
+    assert tokenizer("ab ab<|mask|>", add_special_tokens=False)["input_ids"] == [5, 7, 2]

@@ -72,12 +72,36 @@ def _load_adapter(path: Path, dtype, trust_remote_code: bool, **kwargs):
 
 
 def load_tokenizer(path: str | Path, **kwargs):
-    """``AutoTokenizer.from_pretrained`` on a local folder, padding on the left (prompts are left-padded)."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(path), **kwargs)
+    """``AutoTokenizer.from_pretrained`` on a local folder, padding on the left (prompts are left-padded).
+
+    A tokenizer class of ``BUILTIN_TOKENIZERS`` (a published repository's own copy of a transformers tokenizer)
+    loads with the transformers class instead, so no repository code runs and no ``trust_remote_code`` is needed."""
+    path = resolve_model_path(path)
+    tokenizer = (builtin_tokenizer_class(path, kwargs) or AutoTokenizer).from_pretrained(path, **kwargs)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# tokenizer_class of a published tokenizer_config.json → the transformers class it copies. Dream's
+# ``tokenization_dream.DreamTokenizer`` is Qwen2's byte-level BPE (same vocab.json / merges.txt, pre-tokenizer regex
+# and NFC normalisation), shipped as remote code.
+BUILTIN_TOKENIZERS = {"DreamTokenizer": "Qwen2Tokenizer"}
+
+
+def builtin_tokenizer_class(path: Path, kwargs: dict):
+    """The transformers class for the folder's ``tokenizer_class`` when ``BUILTIN_TOKENIZERS`` maps it, else None
+    (also None when the caller asks for the repository's code with ``trust_remote_code``)."""
+    import json
+
+    import transformers
+
+    config = path / "tokenizer_config.json"
+    if kwargs.get("trust_remote_code") or not config.is_file():
+        return None
+    name = BUILTIN_TOKENIZERS.get(json.loads(config.read_text()).get("tokenizer_class"))
+    return getattr(transformers, name) if name else None
 
 
 def resolve_mask_token_id(model=None, tokenizer=None) -> int:
