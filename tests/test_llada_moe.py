@@ -244,6 +244,11 @@ def test_published_llada_model_type_loads_the_moe_class_and_dense_llada_still_lo
     assert isinstance(load_model(tmp_path / "moe"), LLaDAMoEModelLM)
     dense = load_model(micro_model_dir)
     assert isinstance(dense, LLaDAModelLM) and dense.config.model_type == "llada"
+    # the Auto classes alone would read the published folder as dense LLaDA: one clear error instead of a wrong model
+    from transformers import AutoModelForMaskedLM
+
+    with pytest.raises(ValueError, match="num_experts=4 describes LLaDA-MoE.*load_model"):
+        AutoModelForMaskedLM.from_pretrained(tmp_path / "moe")
 
 
 def test_a_folder_saved_from_a_published_checkpoint_loads_with_the_auto_classes(tmp_path):

@@ -136,6 +136,11 @@ class LLaDAConfig(PretrainedConfig):
         for key in unsupported_true:
             if getattr(self, key):
                 raise ValueError(f"LLaDAConfig: {key}=True is not supported by this implementation")
+        if getattr(self, "num_experts", None):
+            raise ValueError(
+                f"LLaDAConfig: num_experts={self.num_experts} describes LLaDA-MoE, whose published config also says "
+                "model_type 'llada': load it with unigrpo.models.load_model(path), which picks LLaDAMoEConfig, or "
+                "set \"model_type\": \"lladamoe\" in its config.json for the Auto classes")
         if not self.rope:
             raise ValueError("LLaDAConfig: rope=False is not supported (LLaDA/MMaDA use rotary embeddings)")
         if self.d_model % self.n_heads:
