@@ -7,7 +7,7 @@
 accelerate enables FSDP only for GPU-like process groups (``AcceleratorState`` upgrades MULTI_GPU, not MULTI_CPU)
 and its CPU launcher exports no FSDP settings, while torch's FSDP2 itself runs on CPU over gloo. So this file
 exports the FSDP2 settings of ``recipes/accelerate/fsdp.yaml`` (without bf16: CPU runs compare float32 losses) and
-lets the gloo state take the FSDP plugin; everything after that (``fully_shard`` per ``LLaDABlock``, the sharded
+lets the gloo state take the FSDP plugin; everything after that (``fully_shard`` per decoder layer, the sharded
 optimizer, gradient clipping over DTensors, FULL_STATE_DICT checkpoints and their reload) is accelerate's and the
 Trainer's own code, as on GPUs.
 """
@@ -29,7 +29,6 @@ def fsdp_environment() -> dict[str, str]:
         "ACCELERATE_USE_FSDP": "true",
         "FSDP_VERSION": str(config["fsdp_version"]),
         "FSDP_AUTO_WRAP_POLICY": config["fsdp_auto_wrap_policy"],
-        "FSDP_TRANSFORMER_CLS_TO_WRAP": config["fsdp_transformer_layer_cls_to_wrap"],
         "FSDP_STATE_DICT_TYPE": config["fsdp_state_dict_type"],
         "FSDP_RESHARD_AFTER_FORWARD": str(config["fsdp_reshard_after_forward"]).lower(),
         "FSDP_OFFLOAD_PARAMS": str(config["fsdp_offload_params"]).lower(),

@@ -42,6 +42,24 @@ def test_zero3_without_deepspeed_or_a_gpu_and_fsdp1_are_one_clear_error():
     check_sharding(fake_accelerator(zero_stage=2))  # ZeRO-2 keeps whole parameters
 
 
+@pytest.mark.parametrize("architecture,layer", [("llada", "LLaDABlock"), ("dream", "DreamDecoderLayer"),
+                                                ("llada-moe", "LLaDAMoEDecoderLayer")])
+def test_fsdp_yaml_shards_every_decoder_layer_of_each_architecture(tmp_path, monkeypatch, architecture, layer):
+    # recipes/accelerate/fsdp.yaml names no layer class, so accelerate takes the model's _no_split_modules
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from fsdp_cpu import fsdp_environment
+
+    from unigrpo.models import init_tiny, load_model
+
+    for key, value in fsdp_environment().items():
+        monkeypatch.setenv(key, value)
+    model = load_model(init_tiny(tmp_path / architecture, preset="micro", architecture=architecture))
+    policy = fsdp2_prepare_auto_wrap_policy(FullyShardedDataParallelPlugin(), model)
+    wrapped = [type(m).__name__ for m in model.modules() if policy(m)]
+    assert wrapped == [layer] * model.config.num_hidden_layers
+
+
 def test_whole_model_of_an_unsharded_model_is_the_model_and_nests():
     model = torch.nn.Linear(2, 2)
     accelerator = fake_accelerator()

@@ -1,12 +1,12 @@
 """Sharded full fine-tuning (issue #17): whole weights for the passes that run outside the training wrapper.
 
-Under FSDP2 (``fully_shard`` per ``LLaDABlock``, accelerate's ``fsdp_version: 2``) and DeepSpeed ZeRO-3 every
-process holds only a shard of each parameter. The training forward/backward goes through the wrapper, which
-gathers each block just in time. The rollouts, the no-grad θ_old / reference log-probs, evaluation and the weights
-sent to Ray workers call the policy's own module instead, a different number of times on each process (threshold
-decoding stops a block when its tokens are confident; a process's micro-batch may hold no ``t2i`` row). So those
-passes run inside ``whole_model``, which gathers every parameter once, keeps it whole for every forward inside,
-and frees it on exit (as TRL's ``unwrap_model_for_generation`` does for ZeRO-3):
+Under FSDP2 (``fully_shard`` per decoder layer, the model class's ``_no_split_modules``; accelerate's ``fsdp_version:
+2``) and DeepSpeed ZeRO-3 every process holds only a shard of each parameter. The training forward/backward goes
+through the wrapper, which gathers each block just in time. The rollouts, the no-grad θ_old / reference log-probs,
+evaluation and the weights sent to Ray workers call the policy's own module instead, a different number of times on
+each process (threshold decoding stops a block when its tokens are confident; a process's micro-batch may hold no
+``t2i`` row). So those passes run inside ``whole_model``, which gathers every parameter once, keeps it whole for every
+forward inside, and frees it on exit (as TRL's ``unwrap_model_for_generation`` does for ZeRO-3):
 
 - FSDP2: ``unshard()`` every ``FSDPModule`` (one all-gather each), with ``reshard_after_forward`` off inside so
   the forward hooks leave the weights whole, then ``reshard()`` and the old setting back;
