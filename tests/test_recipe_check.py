@@ -44,6 +44,29 @@ def test_every_shipped_recipe_passes(name, capsys):
     assert capsys.readouterr().out.strip() == f"ok: {RECIPES / name} ({'sft' if 'sft' in name else 'train'})"
 
 
+@pytest.mark.parametrize("name,architecture", [("dream-7b-gsm8k-lora.yaml", "dream"),
+                                               ("llada-moe-7b-gsm8k-lora.yaml", "llada-moe")])
+def test_architecture_recipes_name_their_class_lora_targets(name, architecture):
+    """The recipe's explicit lora_target_modules adapt exactly the modules of the class's own targets (on a micro model
+    shaped like the 7B one: LLaDA-MoE without shared expert or dense layer), and never the LLaDA names."""
+    import yaml
+    from peft import LoraConfig, get_peft_model
+
+    from unigrpo.models import tiny_config
+    from unigrpo.models.tiny import ARCHITECTURES
+
+    model_class = ARCHITECTURES[architecture][1]
+
+    def adapted(targets):
+        model = get_peft_model(model_class(tiny_config("micro", architecture=architecture)),
+                               LoraConfig(r=2, target_modules=targets))
+        return {n for n, m in model.named_modules() if hasattr(m, "lora_A") and not n.endswith(("lora_A", "lora_B"))}
+
+    listed = yaml.safe_load((RECIPES / name).read_text())["lora_target_modules"]
+    assert adapted(listed) == adapted(model_class.lora_target_modules)
+    assert not any(n.endswith((".experts", ".gate", "lm_head")) or ".experts." in n for n in adapted(listed))
+
+
 def test_real_model_recipe_names_each_missing_path(capsys):
     assert main(["check", "--config", str(RECIPES / "mmada-8b-t2i.yaml")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
