@@ -18,7 +18,7 @@ from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, STEP_SCHEDULES
 
 from .advantages import SCALE_REWARDS
 from .data_parallel import check_group_sharding, check_launch
-from .likelihood import ESTIMATORS
+from .likelihood import ESTIMATORS, estimator_options, get_estimator
 from .loss import LOSS_TYPES
 from .masking import MASK_SCHEDULES
 from .rewarding import REWARD_ERRORS
@@ -159,6 +159,8 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     p_mask_prompt: float = field(
         default=0.15, metadata=_help("d1 estimator: probability of masking each prompt token (d1: 0.15).")
     )
+    wd1_psi: float = field(default=1.0, metadata=_help(
+        "wd1: ψ, the temperature of its group weights w± = softmax(±ψ·A) (> 0; the published code uses 1)."))
     mask_schedule: str = field(
         default="spaced", metadata=_help("spaced = Algorithm 1 sweep from a random light mask to a full one; uniform.")
     )
@@ -240,6 +242,11 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
                              f"ray_num_gpus_per_worker={self.ray_num_gpus_per_worker} ≥ 0")
         if self.ray_max_worker_restarts < 0:
             raise ValueError(f"ray_max_worker_restarts={self.ray_max_worker_restarts} must be ≥ 0")
+        algorithm = get_estimator(self.likelihood_estimator, **estimator_options(self.likelihood_estimator, self))
+        if hasattr(algorithm, "policy_loss") and (self.beta != 0.0 or self.loss_type != "grpo"):
+            raise ValueError(f"likelihood_estimator={self.likelihood_estimator!r} brings its own ratio-free objective "
+                             f"(docs/design.md §3.9), with no KL term and one loss per answer: set beta: 0 and "
+                             f"loss_type: grpo (got beta={self.beta}, loss_type={self.loss_type!r})")
         self.sampler_config()  # validates the sampler options (max_completion_length, block_length, kv_cache, …)
         self.image_sampler_config()
 

@@ -7,6 +7,9 @@ An estimator turns a batch of answers into a ``NoisedView``: the model input and
 θ, θ_old and the reference all read the *same* view, so their ratios compare like with like. Estimators are
 swappable by name (``likelihood_estimator:``); each entry of ``ESTIMATORS`` shares ``UniGRPOEstimator``'s signature,
 lays its rows out with ``assemble_view`` and names the config keys its constructor takes in ``options``.
+An entry is an *algorithm* (the noising and, optionally, its objective): one that brings its own ratio-free
+objective (wd1, SPG) also defines ``policy_loss`` — token log-probs of its view → one loss per answer, used instead of
+the clipped surrogate — and ``uses_ratio = False`` (no θ_old pass). So ``ESTIMATORS`` names every algorithm.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ ESTIMATORS = {
     "unigrpo": "unigrpo.likelihood:UniGRPOEstimator",
     "d1": "unigrpo.estimator_d1:D1Estimator",  # whole answer masked, prompt masked with p_mask_prompt
     "coupled": "unigrpo.estimator_coupled:CoupledEstimator",  # complementary mask pairs
+    "wd1": "unigrpo.estimator_wd1:WD1Estimator",  # d1's view, ratio-free weighted likelihood (own objective)
 }
 """name → "module:class" (imported on use; each estimator is one small module with the same ``noise`` method)."""
 

@@ -385,8 +385,8 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
     def view_logps(self, kind: str, view: NoisedView, completion_ids) -> torch.Tensor | None:
         """No-grad token log-probs of θ_old (``old``) or the reference (``ref``) on a view; None if not needed."""
         args = self.args
-        if kind == "old" and args.num_iterations == 1:
-            return None  # θ_old = θ at the only inner step: the ratio is 1, read from the policy pass (detached)
+        if kind == "old" and (args.num_iterations == 1 or not getattr(self.estimator, "uses_ratio", True)):
+            return None  # θ_old = θ at the only inner step (ratio 1, read detached), or a ratio-free objective
         if kind == "ref" and (args.beta == 0.0 or args.kl_reference == "rollout"):
             return None
         model, context = self.unwrapped_model, nullcontext()  # whole: inside make_window_rollouts' whole_policy
@@ -432,8 +432,17 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
         ref_logps = task["ref_logps"] if args.kl_reference == "initial" else old_logps
         answer_index = view.answer_index + task["offset"]  # answers of the whole micro-batch
         advantages = all_advantages[answer_index][:, None]  # (R, 1)
+        if hasattr(self.estimator, "policy_loss"):  # an algorithm with its own ratio-free objective (wd1, SPG)
+            return self.answer_level_loss(logps, view, all_advantages, answer_index, advantages)
         token_loss, kl, clipped = per_token_loss(
             logps, old_logps, ref_logps, advantages, args.epsilon, args.epsilon_high, args.beta
         )
         self.log_loss_metrics(logps, kl, clipped, advantages, view)
         return token_loss, view.score_mask, answer_index
+
+    def answer_level_loss(self, logps, view: NoisedView, all_advantages, answer_index, advantages):
+        """The estimator's own objective (wd1, SPG; docs/design.md §3.9): one loss per answer, returned as a
+        one-position row so the ``grpo`` normalisation averages it over the answers (the config allows no other)."""
+        loss, index = self.estimator.policy_loss(logps, view, all_advantages, answer_index, self.args.num_generations)
+        self.log_loss_metrics(logps, None, torch.zeros_like(view.score_mask), advantages, view)
+        return loss[:, None], torch.ones_like(loss[:, None], dtype=torch.bool), index
