@@ -23,7 +23,7 @@ def view(name, ratio=0.5, seed=0, **options):
 
 
 def test_registry_and_options():
-    assert {"coupled", "d1", "unigrpo", "wd1"} <= set(ESTIMATORS)  # every algorithm, by name
+    assert {"coupled", "d1", "unigrpo", "wd1", "spg"} <= set(ESTIMATORS)  # every algorithm, by name
     assert get_estimator("d1", p_mask_prompt=0.3).p_mask_prompt == 0.3
     with pytest.raises(ValueError, match="unknown likelihood_estimator 'diffu'"):
         get_estimator("diffu")

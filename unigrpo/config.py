@@ -18,6 +18,7 @@ from rollouts.text_sampler import CACHES, RECIPE_KEYS, REMASKING, STEP_SCHEDULES
 
 from .advantages import SCALE_REWARDS
 from .data_parallel import check_group_sharding, check_launch
+from .estimator_spg import NEGATIVE_BOUNDS
 from .likelihood import ESTIMATORS, estimator_options, get_estimator
 from .loss import LOSS_TYPES
 from .masking import MASK_SCHEDULES
@@ -161,6 +162,15 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     )
     wd1_psi: float = field(default=1.0, metadata=_help(
         "wd1: ψ, the temperature of its group weights w± = softmax(±ψ·A) (> 0; the published code uses 1)."))
+    spg_num_masks: int = field(default=2, metadata=_help(
+        "spg: K, block-wise masks per answer per inner step (K forward rows per answer; SPG's scripts: 2)."))
+    spg_eubo_beta: float = field(default=1.5, metadata=_help(
+        "spg: β ≥ 1, the exponent of the evidence upper bound (SPG: 1.5 for GSM8K/MATH/Countdown, 1.0 Sudoku)."))
+    spg_negative_bound: str = field(default="mix", metadata=_help(
+        "spg: the bound of log π for answers with A ≤ 0: mix (ω·EUBO + (1 − ω)·ELBO, SPG's best) | eubo | elbo.",
+        NEGATIVE_BOUNDS))
+    spg_mix_weight: float = field(default=0.5, metadata=_help(
+        "spg: ω in [0, 1], the EUBO's share of spg_negative_bound: mix (SPG: 0.5)."))
     mask_schedule: str = field(
         default="spaced", metadata=_help("spaced = Algorithm 1 sweep from a random light mask to a full one; uniform.")
     )

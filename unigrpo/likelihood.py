@@ -138,6 +138,7 @@ ESTIMATORS = {
     "d1": "unigrpo.estimator_d1:D1Estimator",  # whole answer masked, prompt masked with p_mask_prompt
     "coupled": "unigrpo.estimator_coupled:CoupledEstimator",  # complementary mask pairs
     "wd1": "unigrpo.estimator_wd1:WD1Estimator",  # d1's view, ratio-free weighted likelihood (own objective)
+    "spg": "unigrpo.estimator_spg:SPGEstimator",  # block-wise masks, ELBO / EUBO by advantage sign (own objective)
 }
 """name → "module:class" (imported on use; each estimator is one small module with the same ``noise`` method)."""
 
