@@ -160,6 +160,12 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     p_mask_prompt: float = field(
         default=0.15, metadata=_help("d1 estimator: probability of masking each prompt token (d1: 0.15).")
     )
+    trajectory_shrink: int = field(
+        default=8,
+        metadata=_help("trajectory estimator: s, the sampler's distinct commit steps grouped into one scored view "
+                       "(TraceRL's shrinkage; 8 for LLaDA/Dream, 1 for block models). An answer costs ⌈steps / s⌉ "
+                       "forward rows per inner step; s ≥ diffusion_steps scores the whole answer fully masked."),
+    )
     wd1_psi: float = field(default=1.0, metadata=_help(
         "wd1: ψ, the temperature of its group weights w± = softmax(±ψ·A) (> 0; the published code uses 1)."))
     spg_num_masks: int = field(default=2, metadata=_help(
@@ -241,6 +247,8 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
             raise ValueError(f"beta={self.beta} must be ≥ 0")
         if not 0.0 <= self.p_mask_prompt < 1.0:
             raise ValueError(f"p_mask_prompt={self.p_mask_prompt} must lie in [0, 1)")
+        if self.trajectory_shrink < 1:
+            raise ValueError(f"trajectory_shrink={self.trajectory_shrink} must be ≥ 1 (sampler steps per scored view)")
         if self.eos_in_loss < 0:
             raise ValueError(f"eos_in_loss={self.eos_in_loss} must be ≥ 0")
         if self.reward_timeout is not None and not self.reward_timeout > 0:

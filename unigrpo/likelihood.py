@@ -6,7 +6,8 @@ log p_θ(o_t | q, õ_p) at the masked positions; the answer's log-likelihood is 
 An estimator turns a batch of answers into a ``NoisedView``: the model input and the answer positions to score.
 θ, θ_old and the reference all read the *same* view, so their ratios compare like with like. Estimators are
 swappable by name (``likelihood_estimator:``); each entry of ``ESTIMATORS`` shares ``UniGRPOEstimator``'s signature,
-lays its rows out with ``assemble_view`` and names the config keys its constructor takes in ``options``.
+lays its rows out with ``assemble_view`` and names the config keys its constructor takes in ``options`` (and, in
+``rollout_fields``, any rollout tensor it reads besides the usual ones, such as the sampler's ``commit_step``).
 An entry is an *algorithm* (the noising and, optionally, its objective): one that brings its own ratio-free
 objective (wd1, SPG) also defines ``policy_loss`` — token log-probs of its view → one loss per answer, used instead of
 the clipped surrogate — and ``uses_ratio = False`` (no θ_old pass). So ``ESTIMATORS`` names every algorithm.
@@ -139,6 +140,7 @@ ESTIMATORS = {
     "coupled": "unigrpo.estimator_coupled:CoupledEstimator",  # complementary mask pairs
     "wd1": "unigrpo.estimator_wd1:WD1Estimator",  # d1's view, ratio-free weighted likelihood (own objective)
     "spg": "unigrpo.estimator_spg:SPGEstimator",  # block-wise masks, ELBO / EUBO by advantage sign (own objective)
+    "trajectory": "unigrpo.estimator_trajectory:TrajectoryEstimator",  # TraceRL: views along the commit order
 }
 """name → "module:class" (imported on use; each estimator is one small module with the same ``noise`` method)."""
 
@@ -157,6 +159,13 @@ def estimator_options(name: str, config) -> dict:
     """The values in ``config`` (a ``UniGRPOConfig``) of the options estimator ``name`` declares, e.g. d1's
     ``p_mask_prompt``: what the trainer passes to ``get_estimator``."""
     return {key: getattr(config, key) for key in estimator_class(name).options}
+
+
+def rollout_inputs(estimator, rollout) -> dict:
+    """The rollout tensors beyond the usual ones that ``estimator`` declares in ``rollout_fields`` (e.g. the
+    trajectory estimator's ``commit_step``), read from ``rollout`` (a ``TaskRollout``): what the trainer adds to
+    ``noise``'s arguments, so estimators that read nothing more keep the plain signature."""
+    return {name: getattr(rollout, name) for name in getattr(estimator, "rollout_fields", ())}
 
 
 def get_estimator(name: str, **options):

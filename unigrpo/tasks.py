@@ -68,6 +68,7 @@ class TaskRollout:
     suffix_ids: torch.Tensor | None  # (N, S) fixed tokens after the answer (<|eoi|>), or None
     completions: list  # (N) what the rewards receive
     decode_stats: DecodeStats | None = None  # text answers: the sampler's commits per forward and confidence
+    commit_step: torch.Tensor | None = None  # (N, L) the sampler step that committed each answer position
 
     @property
     def size(self) -> int:
@@ -100,7 +101,7 @@ class TaskRunner:
         eligible = loss_eligible_positions(batch.completion_ids, self.tokenizer.eos_token_id, self.eos_in_loss)
         completions = completions_for_rewards(batch.completions, rows[0])
         return TaskRollout(task, rows, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, eligible, None,
-                           completions, batch.stats)
+                           completions, batch.stats, batch.commit_step)
 
     def rollout_text(self, rows, G, seed) -> TaskRollout:
         from rollouts import tokenize_prompts
@@ -131,5 +132,6 @@ class TaskRunner:
         device = completion_ids.device
         return TaskRollout("t2i", rows, prompt_ids.repeat_interleave(G, 0).to(device),
                            prompt_mask.repeat_interleave(G, 0).to(device), completion_ids,
-                           torch.ones_like(completion_ids, dtype=torch.bool), image_suffix(N, ids, device), images)
+                           torch.ones_like(completion_ids, dtype=torch.bool), image_suffix(N, ids, device), images,
+                           commit_step=out.commit_step.to(device))
 

@@ -43,7 +43,7 @@ from .data_parallel import (
 from .evaluation import GenerationEvalMixin
 from .image_grid import ImageGridCallback
 from .inner_steps import InnerStepCycle
-from .likelihood import NoisedView, answer_token_logps, estimator_options, get_estimator
+from .likelihood import NoisedView, answer_token_logps, estimator_options, get_estimator, rollout_inputs
 from .loss import get_loss_normaliser, per_token_loss
 from .masking import get_mask_schedule
 from .models import load_model, load_tokenizer, resolve_mask_token_id
@@ -378,7 +378,8 @@ class UniGRPOTrainer(TrainingLogsMixin, GenerationEvalMixin, SamplerSettingsSave
         correlated with the rollout's Gumbel noise bias the gradient.)"""
         return [
             self.estimator.noise(group.prompt_ids, group.prompt_mask, group.completion_ids, group.eligible,
-                                 ratios[n], self.mask_token_id, generator, suffix_ids=group.suffix_ids)
+                                 ratios[n], self.mask_token_id, generator, suffix_ids=group.suffix_ids,
+                                 **rollout_inputs(self.estimator, group))
             for n in range(self.args.num_iterations)
         ]
 
