@@ -193,3 +193,34 @@ def test_short_run_increases_a_trivially_learnable_reward(micro_model_dir, tmp_p
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     assert len(rewards) == 40
     assert sum(rewards[-8:]) / 8 > sum(rewards[:8]) / 8 + 0.15, rewards
+
+
+def test_text_image_understanding_and_image_answers_are_all_scored_along_their_trajectory(tmp_path_factory,
+                                                                                           tmp_path):
+    """t2t, mmu and t2i groups carry their sampler's commit steps (text sampler; image sampler for t2i): every
+    eligible answer position is scored once per view set, and prompts (image codes included) and <|eoi|> stay."""
+    from test_tasks import make_trainer as make_task_trainer
+    from test_tasks import mixed_dataset, redness, target_text
+
+    from unigrpo.models import init_tiny
+
+    mmada = init_tiny(tmp_path_factory.mktemp("mmada") / "m", preset="micro", mmada=True, codebook_size=8,
+                      num_vq_tokens=4)
+    trainer = make_task_trainer(mmada, tmp_path, mixed_dataset(), [target_text, redness],
+                                likelihood_estimator="trajectory", trajectory_shrink=1)
+    rows = [trainer.train_dataset[i] for i in range(6)]  # 2 × (t2t, mmu, t2i)
+    groups = {t: trainer.task_runner.rollout(t, [r for r in rows if r["task"] == t], 4, seed=0)
+              for t in ("t2t", "mmu", "t2i")}
+    for task, group in groups.items():
+        assert group.commit_step.shape == group.completion_ids.shape, task
+        v = trainer.estimator.noise(group.prompt_ids, group.prompt_mask, group.completion_ids, group.eligible,
+                                    torch.ones(8), trainer.mask_token_id, suffix_ids=group.suffix_ids,
+                                    **rollout_inputs(trainer.estimator, group))
+        L, S = group.completion_ids.shape[1], v.suffix_length
+        P = v.input_ids.shape[1] - L - S
+        assert torch.equal(v.input_ids[:, :P], group.prompt_ids[v.answer_index]), task
+        if S:
+            assert torch.equal(v.input_ids[:, P + L :], group.suffix_ids[v.answer_index]), task
+        times_scored = torch.zeros(8, L, dtype=torch.long).index_add(0, v.answer_index, v.score_mask.long())
+        assert torch.equal(times_scored, group.eligible.long()), task
+    assert len(groups["t2i"].commit_step.unique()) > 1  # the image sampler's steps, not one step for all
