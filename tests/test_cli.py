@@ -130,7 +130,7 @@ def test_every_recipe_parses_and_validates(recipe):
 
     path = RECIPES / recipe
     config_cls = MaskedSFTConfig if "sft" in recipe else UniGRPOConfig
-    real_model = recipe.startswith(("llada-8b", "mmada-8b"))  # weights and data: the hub / a GPU machine
+    real_model = recipe.startswith(("llada-8b", "mmada-8b", "dream-7b", "llada-moe-7b"))  # hub weights, a GPU
     gpu_only = ["--bf16", "false"] if real_model else []  # transformers refuses bf16 on CPU
     run_args, config, model_args = parse_recipe(config_cls, ["--config", str(path), *gpu_only])
     funcs, _ = resolve_reward_funcs(run_args.reward_funcs)
@@ -140,8 +140,9 @@ def test_every_recipe_parses_and_validates(recipe):
 
         peft = peft_config_from(model_args)
         assert (peft is not None) == recipe.endswith(("-lora.yaml", "mmu-geoqa.yaml", "t2i.yaml")), recipe
-        if peft is not None:
-            assert "q_proj" in peft.target_modules and "ff_out" in peft.target_modules
+        if peft is not None:  # targets not named: the loaded model's lora_target_modules fill them in (apply_peft)
+            named = model_args.lora_target_modules
+            assert peft.target_modules == (None if named is None else set(named)) and peft.r == model_args.lora_r
         assert len(config.reward_weights or funcs) == len(funcs)
         assert bool(run_args.image_tokenizer) == ("mmu" in recipe or "t2i" in recipe)
     elif not model_args.model_name_or_path.startswith("random-"):

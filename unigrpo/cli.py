@@ -68,15 +68,11 @@ def parse_recipe(config_cls, argv):
 
 
 def peft_config_from(model_args):
-    """TRL's ``get_peft_config``, defaulting the LoRA targets to every block's attention and MLP projections.
-
-    (TRL's default task type ``CAUSAL_LM`` is mapped to the plain ``PeftModel`` by ``apply_peft``.)"""
+    """TRL's ``get_peft_config``. Without ``lora_target_modules`` the targets stay None here: the model is not loaded
+    yet, and ``apply_peft`` fills in the loaded model class's own ``lora_target_modules`` (they differ per
+    architecture). TRL's default task type ``CAUSAL_LM`` is mapped to the plain ``PeftModel`` there too."""
     from trl import get_peft_config
 
-    from .models import LORA_TARGET_MODULES
-
-    if model_args.use_peft and model_args.lora_target_modules is None:
-        model_args.lora_target_modules = LORA_TARGET_MODULES
     return get_peft_config(model_args)
 
 

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unigrpo generate", description=(
         "Sample answers from a diffusion LM, one line per --prompt. With no sampler option, the model folder's "
         "recorded settings (unigrpo sft/train write them) are used."))
-    parser.add_argument("--model", required=True, help="model or LoRA adapter folder, or a built-in checkpoint name")
+    parser.add_argument("--model", "--model_name_or_path", dest="model", required=True,
+                        help="model or LoRA adapter folder, or a built-in checkpoint name (--model_name_or_path: "
+                             "the recipes' name for it)")
     parser.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user message (chat template)")
     parser.add_argument("--seed", type=int, default=0)

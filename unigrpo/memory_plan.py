@@ -42,17 +42,41 @@ from dataclasses import dataclass, field, replace
 GIB = 2**30
 HEADROOM = 0.10  # of the card kept free for the CUDA context, NCCL buffers and allocator fragmentation
 STRATEGIES = ("ddp", "zero2", "zero3", "fsdp2")
-LORA_MODULES = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
 DEFAULT_PROMPT_LENGTH = 256  # tokens; GSM8K questions with the chat template and thinking instruction are ≈ 150–250
+
+# Per architecture, the projections LoRA can target: name → (input shared with, in features, out features); d the
+# width, q = heads · head_dim, kv = key/value heads · head_dim, m the SwiGLU width of the layer's adaptable MLP (a
+# dense layer's; on a LLaDA-MoE expert layer the shared expert's, never the routed experts': their class's default
+# targets leave them out). Projections sharing an input share its saved copy (``lora_activations_per_token``).
+_ATTENTION = {"q_proj": ("attn", "d", "q"), "k_proj": ("attn", "d", "kv"), "v_proj": ("attn", "d", "kv")}
+PROJECTIONS = {
+    "llada": {**_ATTENTION, "attn_out": (None, "q", "d"), "ff_proj": ("mlp", "d", "m"), "up_proj": ("mlp", "d", "m"),
+              "ff_out": ("product", "m", "d")},
+    "dream": {**_ATTENTION, "o_proj": (None, "q", "d"), "gate_proj": ("mlp", "d", "m"), "up_proj": ("mlp", "d", "m"),
+              "down_proj": ("product", "m", "d")},
+}
+PROJECTIONS["llada-moe"] = PROJECTIONS["dream"]  # the same names (OLMoE's / Qwen2's)
+LORA_MODULES = tuple(PROJECTIONS["llada"])
 
 _LLADA_8B = dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288, vocab_size=126464,
                  embedding_size=126464, max_sequence_length=4096, weight_tying=False, dtype="bfloat16")
 _MMADA_8B = {**_LLADA_8B, "vocab_size": 134656, "embedding_size": 134656}
-KNOWN_SHAPES = {  # hub id → config.json keys of the published LLaDA-8B and MMaDA-8B checkpoints
+_DREAM_7B = dict(model_type="Dream", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                 num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+                 torch_dtype="bfloat16")
+_LLADA_MOE_7B = dict(model_type="llada", hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
+                     num_key_value_heads=16, num_experts=64, num_experts_per_tok=8, expert_intermediate_size=1024,
+                     dense_intermediate_size=8192, shared_expert_intermediate_size=None, moe_layer_freq=[1] * 16,
+                     qk_layernorm=True, vocab_size=157184, tie_word_embeddings=False, torch_dtype="bfloat16")
+KNOWN_SHAPES = {  # hub id → config.json keys of the published LLaDA-8B, MMaDA-8B, Dream-v0-7B, LLaDA-MoE-7B-A1B
     "GSAI-ML/LLaDA-8B-Instruct": _LLADA_8B,
     "GSAI-ML/LLaDA-8B-Base": _LLADA_8B,
     "Gen-Verse/MMaDA-8B-Base": _MMADA_8B,
     "Gen-Verse/MMaDA-8B-MixCoT": _MMADA_8B,
+    "Dream-org/Dream-v0-Instruct-7B": _DREAM_7B,
+    "Dream-org/Dream-v0-Base-7B": _DREAM_7B,
+    "inclusionAI/LLaDA-MoE-7B-A1B-Instruct": _LLADA_MOE_7B,  # the sizes LLaDAMoEConfig defaults to
+    "inclusionAI/LLaDA-MoE-7B-A1B-Base": _LLADA_MOE_7B,
 }
 """Shapes of published checkpoints, for ``unigrpo check --plan`` on a machine without a copy of them."""
 
@@ -64,45 +88,59 @@ _DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes of a LLaDA / MMaDA transformer that memory depends on (config.json keys)."""
+    """The sizes of a LLaDA / MMaDA, Dream or LLaDA-MoE transformer that memory depends on (``from_config``)."""
 
     d_model: int
     n_layers: int
     n_heads: int
     n_kv_heads: int
-    mlp_hidden_size: int
+    mlp_hidden_size: int  # SwiGLU width of a dense layer's MLP
     vocab: int
     weight_tying: bool = False
     dtype_bytes: int | None = None  # the checkpoint's dtype; None = not recorded
+    architecture: str = "llada"  # a key of PROJECTIONS
+    qkv_bias: bool = False  # biases on q, k, v (Dream: Qwen2's attention)
+    out_bias: bool = False  # a bias on the attention output projection (LLaDA-MoE with attention_bias)
+    qk_norm: bool = False  # per-head RMSNorm weights on q and k (LLaDA-MoE's qk_layernorm)
+    moe_layers: tuple[bool, ...] = ()  # LLaDA-MoE: which layers route to experts (the others are dense)
+    n_experts: int = 0  # routed experts per MoE layer
+    experts_per_token: int = 0  # top-k
+    expert_mlp: int = 0  # SwiGLU width of one expert
+    shared_mlp: int = 0  # SwiGLU width of the always-on shared expert (0: none)
 
     @classmethod
     def from_config(cls, config) -> ModelShape:
-        """From a ``LLaDAConfig`` or a dict of config.json keys (``hidden_size`` … aliases accepted)."""
+        """From a config object or a dict of config.json keys, read by its architecture's reader (``READERS``):
+        LLaDA / MMaDA keys, Dream's (Qwen2's) or LLaDA-MoE's (also under the published ``model_type: llada``)."""
         get = config.get if isinstance(config, dict) else lambda k, default=None: getattr(config, k, default)
-        d_model = get("d_model") or get("hidden_size")
-        n_heads = get("n_heads") or get("num_attention_heads")
-        dtype = get("dtype") or get("torch_dtype")
-        return cls(
-            d_model=d_model,
-            n_layers=get("n_layers") or get("num_hidden_layers"),
-            n_heads=n_heads,
-            n_kv_heads=get("n_kv_heads") or n_heads,
-            mlp_hidden_size=get("mlp_hidden_size") or 4 * d_model,
-            vocab=get("embedding_size") or get("vocab_size"),
-            weight_tying=bool(get("weight_tying", False)),
-            dtype_bytes=_DTYPE_BYTES.get(str(dtype).removeprefix("torch.")) if dtype else None,
-        )
+        kind = "lladamoe" if get("num_experts") else get("model_type")
+        return READERS.get(kind, llada_shape)(get)
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    def is_moe(self, layer: int) -> bool:
+        return bool(self.moe_layers) and self.moe_layers[layer]
+
+    def mlp_params(self, layer: int) -> int:
+        """A dense SwiGLU MLP (3·d·m), or an MoE layer's router (d·E), every expert and the shared expert."""
+        d = self.d_model
+        if not self.is_moe(layer):
+            return 3 * d * self.mlp_hidden_size
+        return d * self.n_experts + self.n_experts * 3 * d * self.expert_mlp + 3 * d * self.shared_mlp
+
+    def layer_params(self, layer: int) -> int:
+        """One block: two RMSNorm weights, q / k / v / output projections (+ biases, q/k norms) and its MLP."""
+        d, hd = self.d_model, self.head_dim
+        q, kv = self.n_heads * hd, self.n_kv_heads * hd
+        attention = 2 * d * q + 2 * d * kv + (q + 2 * kv) * self.qkv_bias + d * self.out_bias + 2 * hd * self.qk_norm
+        return 2 * d + attention + self.mlp_params(layer)
+
     @property
     def block_params(self) -> int:
-        """One block: two RMSNorm weights, q / k / v / attn_out, and the SwiGLU MLP (no biases)."""
-        d, hd, m = self.d_model, self.head_dim, self.mlp_hidden_size
-        attention = d * self.n_heads * hd * 2 + d * self.n_kv_heads * hd * 2  # q, attn_out; k, v
-        return 2 * d + attention + 3 * d * m
+        """The largest block (what ZeRO-3 / FSDP2 gather at once)."""
+        return max(self.layer_params(i) for i in range(self.n_layers))
 
     @property
     def root_params(self) -> int:
@@ -111,22 +149,91 @@ class ModelShape:
 
     @property
     def params(self) -> int:
-        return self.n_layers * self.block_params + self.root_params
+        return sum(self.layer_params(i) for i in range(self.n_layers)) + self.root_params
 
-    def lora_inputs(self, targets) -> list[tuple[int, int]]:
-        """(in, out) features of each LoRA-targeted projection of one block."""
-        d, m = self.d_model, self.mlp_hidden_size
-        qd, kvd = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        shapes = {"q_proj": (d, qd), "k_proj": (d, kvd), "v_proj": (d, kvd), "attn_out": (qd, d),
-                  "ff_proj": (d, m), "up_proj": (d, m), "ff_out": (m, d)}
-        unknown = sorted(set(targets) - set(shapes))
+    def active_mlp(self, layer: int) -> int:
+        """SwiGLU width one token passes through: the dense MLP's, or its top-k experts' plus the shared expert's."""
+        if not self.is_moe(layer):
+            return self.mlp_hidden_size
+        return self.experts_per_token * self.expert_mlp + self.shared_mlp
+
+    @property
+    def active_mlp_hidden_size(self) -> int:
+        """The mean active width over the layers: activations are affine in it, so n_layers × one block's count
+        at this width is the sum over the layers."""
+        return -(-sum(self.active_mlp(i) for i in range(self.n_layers)) // self.n_layers)
+
+    @property
+    def lora_names(self) -> tuple[str, ...]:
+        """The projections this architecture's LoRA can target (``PROJECTIONS``)."""
+        return tuple(PROJECTIONS[self.architecture])
+
+    def lora_shapes(self, layer: int) -> dict[str, tuple[int, int]]:
+        """name → (in, out) features of each projection of ``layer`` that LoRA can adapt (an MoE layer without a
+        shared expert has none in its MLP)."""
+        q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        m = self.shared_mlp if self.is_moe(layer) else self.mlp_hidden_size
+        sizes = {"d": self.d_model, "q": q, "kv": kv, "m": m}
+        return {name: (sizes[i], sizes[o]) for name, (_, i, o) in PROJECTIONS[self.architecture].items()
+                if sizes[i] and sizes[o]}
+
+    def check_lora_targets(self, targets) -> None:
+        unknown = sorted(set(targets) - set(self.lora_names))
         if unknown:
-            raise ValueError(f"lora target(s) {unknown} are not projections of a LLaDA block; valid: {list(shapes)}")
-        return [shapes[t] for t in targets]
+            raise ValueError(f"lora target(s) {unknown} are not projections of a {self.architecture} block; "
+                             f"valid: {list(self.lora_names)}")
 
     def lora_params(self, r: int, targets) -> int:
         """LoRA adds A (r × in) and B (out × r) to each targeted projection of every block."""
-        return self.n_layers * sum(r * (i + o) for i, o in self.lora_inputs(targets))
+        self.check_lora_targets(targets)
+        return sum(r * (i + o) for layer in range(self.n_layers)
+                   for name, (i, o) in self.lora_shapes(layer).items() if name in targets)
+
+
+def _dtype_bytes(get) -> int | None:
+    dtype = get("dtype") or get("torch_dtype")
+    return _DTYPE_BYTES.get(str(dtype).removeprefix("torch.")) if dtype else None
+
+
+def llada_shape(get) -> ModelShape:
+    """LLaDA / MMaDA keys (``d_model``, ``n_layers``, ``mlp_hidden_size``, ``weight_tying``; Llama names accepted)."""
+    d_model = get("d_model") or get("hidden_size")
+    n_heads = get("n_heads") or get("num_attention_heads")
+    return ModelShape(
+        d_model=d_model, n_layers=get("n_layers") or get("num_hidden_layers"), n_heads=n_heads,
+        n_kv_heads=get("n_kv_heads") or get("num_key_value_heads") or n_heads,
+        mlp_hidden_size=get("mlp_hidden_size") or get("intermediate_size") or 4 * d_model,
+        vocab=get("embedding_size") or get("vocab_size"), weight_tying=bool(get("weight_tying", False)),
+        dtype_bytes=_dtype_bytes(get))
+
+
+def dream_shape(get) -> ModelShape:
+    """Dream (Qwen2 keys): grouped-query attention with q/k/v biases, ``intermediate_size``, ``tie_word_embeddings``."""
+    n_heads = get("num_attention_heads")
+    return ModelShape(
+        d_model=get("hidden_size"), n_layers=get("num_hidden_layers"), n_heads=n_heads,
+        n_kv_heads=get("num_key_value_heads") or n_heads, mlp_hidden_size=get("intermediate_size"),
+        vocab=get("vocab_size"), weight_tying=bool(get("tie_word_embeddings", False)), dtype_bytes=_dtype_bytes(get),
+        architecture="dream", qkv_bias=True)
+
+
+def llada_moe_shape(get) -> ModelShape:
+    """LLaDA-MoE: ``num_experts`` experts of ``expert_intermediate_size`` (top ``num_experts_per_tok``), an optional
+    shared expert, dense layers where ``moe_layer_freq`` is 0, q/k norms, ``attention_bias`` on all four."""
+    n_heads, n_layers = get("num_attention_heads"), get("num_hidden_layers")
+    bias = bool(get("attention_bias", False))
+    return ModelShape(
+        d_model=get("hidden_size"), n_layers=n_layers, n_heads=n_heads,
+        n_kv_heads=get("num_key_value_heads") or n_heads, mlp_hidden_size=get("dense_intermediate_size") or 0,
+        vocab=get("vocab_size"), weight_tying=bool(get("tie_word_embeddings", False)), dtype_bytes=_dtype_bytes(get),
+        architecture="llada-moe", qkv_bias=bias, out_bias=bias, qk_norm=bool(get("qk_layernorm", False)),
+        moe_layers=tuple(bool(f) for f in (get("moe_layer_freq") or [1] * n_layers)),
+        n_experts=get("num_experts"), experts_per_token=get("num_experts_per_tok"),
+        expert_mlp=get("expert_intermediate_size"), shared_mlp=get("shared_expert_intermediate_size") or 0)
+
+
+READERS = {"llada": llada_shape, "mmada": llada_shape, "Dream": dream_shape, "lladamoe": llada_moe_shape}
+"""config.json ``model_type`` → its shape reader (LLaDA-MoE is also recognised by ``num_experts``)."""
 
 
 # ---- what the plan is computed from ------------------------------------------------------------------------------
@@ -215,33 +322,62 @@ def block_activations_per_token(p: PlanInputs) -> int:
         (8 + 8a)·d + 4a·h·hd + 4a·m + 4h + 8
 
     the Korthikanti et al. (2022) count for a Llama block with SDPA and no dropout. With LoRA the frozen Linears
-    and norms save no inputs and the SwiGLU product is not kept (3·a·m); the adapters add ``lora_activations``."""
+    and norms save no inputs and the SwiGLU product is not kept (3·a·m); the adapters add ``lora_activations``.
+    m is the width a token passes through (``active_mlp_hidden_size``: an MoE layer's top-k experts + shared
+    expert); LLaDA-MoE's q/k norms and routing add ``qk_norm_and_routing_per_token``."""
     s, a = p.shape, p.compute_bytes
-    d, m, h = s.d_model, s.mlp_hidden_size, s.n_heads
+    d, m, h = s.d_model, s.active_mlp_hidden_size, s.n_heads
     attention = 4 * a * h * s.head_dim + 4 * h  # q, k, v, output (after any GQA repeat) + log-sum-exp
+    extra = qk_norm_and_routing_per_token(p)
     if not p.use_peft:
-        return 2 * (4 * d + a * d + 4) + 2 * a * d + attention + 4 * a * m
-    return 2 * (4 * d + 4) + attention + 3 * a * m + lora_activations_per_token(p)
+        return 2 * (4 * d + a * d + 4) + 2 * a * d + attention + 4 * a * m + extra
+    return 2 * (4 * d + 4) + attention + 3 * a * m + lora_activations_per_token(p) + extra
+
+
+def qk_norm_and_routing_per_token(p: PlanInputs) -> int:
+    """What LLaDA-MoE's blocks save beyond a dense block, per token (the mean over the blocks), measured on its
+    forward (``modeling_llada_moe``; ``tests/test_architectures.py`` checks the total):
+
+    q/k RMSNorm per head: x in fp32 (4 per feature), rsqrt (4 per head), and the normalised x (a per feature)
+    when the norm weights train. Routing, per expert slot (top-k per token, MoE layers only): the token's
+    gathered hidden state, the expert's output kept for the weighted sum, and (full fine-tuning) the gathered input
+    again for the expert's first projections — 3·a·d, 2·a·d under LoRA — plus 36 bytes of indices and weight."""
+    s, a, d = p.shape, p.compute_bytes, p.shape.d_model
+    extra = 0
+    if s.qk_norm:
+        features = (s.n_heads + s.n_kv_heads) * s.head_dim
+        extra += (4 + (0 if p.use_peft else a)) * features + 4 * (s.n_heads + s.n_kv_heads)
+    moe_layers = sum(s.is_moe(i) for i in range(s.n_layers))
+    if moe_layers:
+        per_slot = (2 if p.use_peft else 3) * a * d + 36
+        extra += -(-s.experts_per_token * per_slot * moe_layers // s.n_layers)
+    return extra
 
 
 def lora_activations_per_token(p: PlanInputs) -> int:
-    """What the adapters of one block save per token: A's input and B's (a·r) for each adapted projection.
+    """What the adapters of one block save per token (the mean over the blocks): A's input and B's (a·r) for each
+    adapted projection.
 
     With ``lora_dropout`` > 0 each adapter drops out its own copy of the input and keeps the mask (1 byte per
     feature: CUDA's fused dropout; on CPU the mask is in the compute dtype). Without dropout A reads the input
-    itself: one copy per distinct input (q/k/v share the norm's output, ff_proj/up_proj theirs; attn_out's is
-    the SDPA output, already saved; ff_out's is the SwiGLU product)."""
-    a, r = p.compute_bytes, p.lora_r
-    shared_input = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "attn_out": None, "ff_proj": "mlp",
-                    "up_proj": "mlp", "ff_out": "product"}
-    total, inputs = 0, {}
-    for name, (features, _) in zip(p.lora_targets, p.shape.lora_inputs(p.lora_targets)):
-        total += a * r
-        if p.lora_dropout > 0:
-            total += (1 + a) * features
-        elif shared_input[name] is not None:
-            inputs[shared_input[name]] = a * features
-    return total + sum(inputs.values())
+    itself: one copy per distinct input (``PROJECTIONS``: q/k/v share the norm's output, gate/up theirs; the
+    attention output projection's is the SDPA output, already saved; the down projection's is the SwiGLU
+    product)."""
+    a, r, s = p.compute_bytes, p.lora_r, p.shape
+    roles = PROJECTIONS[s.architecture]
+    total = 0
+    for layer in range(s.n_layers):
+        inputs = {}
+        for name, (features, _) in s.lora_shapes(layer).items():
+            if name not in p.lora_targets:
+                continue
+            total += a * r
+            if p.lora_dropout > 0:
+                total += (1 + a) * features
+            elif roles[name][0] is not None:
+                inputs[roles[name][0]] = a * features
+        total += sum(inputs.values())
+    return -(-total // s.n_layers)
 
 
 def head_activations(p: PlanInputs) -> tuple[int, int]:
@@ -285,7 +421,7 @@ def sampler_bytes(p: PlanInputs, batch: int) -> int:
     cache = 0
     if p.kv_cache in ("prefix", "dual"):
         cache = s.n_layers * 2 * B * s.n_kv_heads * s.head_dim * T * a  # keys and values after RoPE, every layer
-    forward = B * T * (V * a + (3 * s.mlp_hidden_size + 4 * s.d_model) * a)
+    forward = B * T * (V * a + (3 * s.active_mlp_hidden_size + 4 * s.d_model) * a)
     sampling = batch * p.block_length * V * (a + 4 * 8)
     return canvas + cache + max(forward, sampling)
 
@@ -294,7 +430,7 @@ def logps_pass_bytes(p: PlanInputs) -> int:
     """A no-grad θ_old / reference pass on R rows: the (R, T, V) logits, their fp32 answer slice and logsumexp's
     temporary, and one block's hidden states."""
     s, a, R, T, L, V = p.shape, p.compute_bytes, p.rows, p.tokens, p.answer_length, p.shape.vocab
-    return R * (T * V * a + 2 * 4 * L * V + T * (3 * s.mlp_hidden_size + 4 * s.d_model) * a)
+    return R * (T * V * a + 2 * 4 * L * V + T * (3 * s.active_mlp_hidden_size + 4 * s.d_model) * a)
 
 
 def rollout(p: PlanInputs) -> int:
@@ -422,7 +558,7 @@ def plan_inputs(model_config, recipe: dict, num_processes, strategy, use_peft, l
     rows_per_answer = 2 if recipe["likelihood_estimator"] == "coupled" else 1  # complementary mask pairs
     return PlanInputs(
         shape=shape, strategy=strategy, ranks=num_processes, compute_bytes=compute, weight_bytes=weight_bytes,
-        use_peft=use_peft, lora_r=lora_r or 16, lora_targets=tuple(lora_targets or LORA_MODULES),
+        use_peft=use_peft, lora_r=lora_r or 16, lora_targets=tuple(lora_targets or shape.lora_names),
         lora_dropout=lora_dropout, checkpointing=gradient_checkpointing,
         rows=recipe["per_device_train_batch_size"] * rows_per_answer,
         completions=recipe["per_device_train_batch_size"], prompt_length=prompt_length,

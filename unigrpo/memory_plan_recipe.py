@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from .memory_plan import DEFAULT_PROMPT_LENGTH, KNOWN_SHAPES, LORA_MODULES, MemoryPlan, plan_memory, recipe_values
+from .memory_plan import (DEFAULT_PROMPT_LENGTH, KNOWN_SHAPES, LORA_MODULES, MemoryPlan, ModelShape, plan_memory,
+                          recipe_values)
 
 
 def parse_memory_size(text: str) -> int:
@@ -72,12 +73,13 @@ def model_config_for(name) -> dict:
                             f"({sorted(KNOWN_SHAPES)}); run the plan where the model folder is")
 
 
-def lora_targets_of(target_modules) -> list[str]:
-    """The block projections a PEFT ``target_modules`` names (a list or this project's regex); all by default."""
+def lora_targets_of(target_modules, names=LORA_MODULES) -> list[str]:
+    """Which of an architecture's block projections ``names`` (``ModelShape.lora_names``) a PEFT
+    ``target_modules`` names (a list or the model class's regex); all of them by default."""
     if target_modules is None:
-        return list(LORA_MODULES)
+        return list(names)
     text = " ".join(target_modules) if isinstance(target_modules, (list, tuple)) else str(target_modules)
-    return [name for name in LORA_MODULES if name in text] or list(LORA_MODULES)
+    return [name for name in names if name in text] or list(names)
 
 
 def plan_recipe(path, accelerate_config=None, num_processes: int | None = None, gpu_memory: str | None = None,
@@ -93,8 +95,10 @@ def plan_recipe(path, accelerate_config=None, num_processes: int | None = None, 
     _, config, model_args = parse_recipe(UniGRPOConfig, ["--config", str(path), "--bf16", "false", "--fp16", "false"])
     recipe = {**recipe_values(config), "bf16": bool(raw.get("bf16")), "fp16": bool(raw.get("fp16"))}
     strategy, ranks = launch_from_accelerate_config(accelerate_config) if accelerate_config else ("ddp", 1)
+    shape = ModelShape.from_config(model_config_for(model_args.model_name_or_path))
     return plan_memory(
-        model_config_for(model_args.model_name_or_path), recipe, num_processes=num_processes or ranks,
+        shape, recipe, num_processes=num_processes or ranks,
         strategy=strategy, use_peft=bool(model_args.use_peft), lora_r=model_args.lora_r,
-        lora_targets=lora_targets_of(model_args.lora_target_modules), lora_dropout=model_args.lora_dropout,
+        lora_targets=lora_targets_of(model_args.lora_target_modules, shape.lora_names),
+        lora_dropout=model_args.lora_dropout,
         gpu_memory_bytes=parse_memory_size(gpu_memory) if gpu_memory else None, prompt_length=prompt_length)

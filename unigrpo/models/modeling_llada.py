@@ -112,6 +112,7 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     span_lookbehind = 0
     """Positions before a block-cache span that a span forward must include: none, the logits of a position are
     read from the same position (Dream, whose logits are shifted by one, has 1)."""
+    lora_target_modules = LORA_TARGET_MODULES  # this architecture's default LoRA targets (module docstring)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained``, plus the code files of the checkpoint this model was loaded from
