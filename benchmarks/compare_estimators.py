@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/compare_estimators.py [--seeds 0 1 2 --max_steps 600]
 
 For each name in ``unigrpo.likelihood.ESTIMATORS`` and seed: the default recipe (``recipes/tiny-arith.yaml``) from
-``tiny-arith-sft`` with the same budget (optimizer steps × 16 prompts × G 8 completions), the algorithm's own
-published settings where it has them (``PUBLISHED_SETTINGS``), held-out greedy accuracy every ``--eval_steps`` on the
-recipe's selection problems, and wall time per optimizer step (rollout + update, evaluation excluded).
+``tiny-arith-sft`` with the same budget (the optimizer steps; 16 prompts × G 8 answers sampled every μ = 2 of them),
+the algorithm's own published settings where it has them (``PUBLISHED_SETTINGS``), held-out greedy accuracy every
+``--eval_steps`` on the recipe's selection problems, wall time per optimizer step (rollout + update, no evaluation).
 
 Then the spread of each algorithm's sequence score on fixed answers: 64 greedy answers of the start model, 32
 independent noisings each (Algorithm 1's first-step ratios), the std of the score across noisings, averaged over
@@ -226,6 +226,7 @@ def main() -> None:
     torch.set_num_threads(2)
     names = algorithm_names()
     config = recipe_args(names[0], 0, 1, 1, 1, args.output_dir)[1]
+    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps  # per rollout
     runs = {name: {seed: train_once(name, seed, args) for seed in args.seeds} for name in names}
     spreads = estimate_spread(names, args.spread_answers, args.spread_draws)
     summary = {name: {**gain_summary(by_seed), "score_std": spreads[name]} for name, by_seed in runs.items()}
@@ -235,7 +236,8 @@ def main() -> None:
         f"{r['name']}{' (overlaps next)' if r['overlaps_next'] else ''}" for r in order))
     plot(runs, args.plot)
     print(json.dumps({"benchmark": "compare_estimators", "max_steps": args.max_steps, "seeds": args.seeds,
-                      "completions_per_step": config.per_device_train_batch_size * config.gradient_accumulation_steps, "eval_limit": args.eval_limit,
+                      "completions_per_sample": completions,
+                      "updates_per_sample": config.num_iterations, "eval_limit": args.eval_limit,
                       "settings": {n: PUBLISHED_SETTINGS.get(n, []) for n in names}, "ranking": order,
                       "estimators": summary}))
 

@@ -24,7 +24,8 @@ def test_every_registered_algorithm_runs_and_reports_finite_figures(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert list(result["estimators"]) == list(ESTIMATORS)
-    assert result["max_steps"] == 2 and result["seeds"] == [0] and result["completions_per_step"] == 128
+    assert result["max_steps"] == 2 and result["seeds"] == [0] and result["completions_per_sample"] == 128
+    assert result["updates_per_sample"] == 2
     assert result["settings"]["wd1"] == PUBLISHED_SETTINGS["wd1"] and result["settings"]["unigrpo"] == []
     for name, s in result["estimators"].items():
         figures = [s["gain_mean"], s["gain_min"], s["gain_max"], s["wall_s"], s["s_per_step"], *s["score_std"].values()]
