@@ -1,9 +1,10 @@
 """Every part of unigrpo on each architecture (issue #19): LLaDA, Dream and LLaDA-MoE behind the same interface.
 
-One micro model per architecture (``init_tiny(..., preset="micro", architecture=...)``), written once per module;
-each test runs on all three: SFT, a short UniGRPO run (plain and fast rollouts), every likelihood estimator,
-the Ray engine, resume, ``unigrpo eval`` / ``generate``, LoRA with the model's own default targets, saving and
-loading through the Auto classes, and the memory plan's parameter count.
+One micro model per architecture (``init_tiny(..., preset="micro", architecture=...)``), written once per module:
+the Ray engine, ``unigrpo eval`` / ``generate``, LoRA with the model's own default targets, saving and loading
+through the Auto classes and the memory plan run on all three; SFT, a short UniGRPO run (plain and fast
+rollouts), every likelihood estimator and resume run on Dream and LLaDA-MoE (``NEW_ARCHS``), since the same tests
+on the LLaDA micro model are in test_sft.py, test_trainer.py, the estimators' tests and test_resume.py.
 """
 
 import os
@@ -30,7 +31,7 @@ from unigrpo.models.tiny import ARCHITECTURES
 from unigrpo.sft import MaskedSFTConfig, MaskedSFTTrainer
 
 ARCHS = ["llada", "dream", "llada-moe"]
-NEW_ARCHS = ["dream", "llada-moe"]  # the longest tests' LLaDA case is in test_trainer.py / test_estimators.py
+NEW_ARCHS = ["dream", "llada-moe"]  # for the longest tests, whose LLaDA case runs in its module's own tests
 assert sorted(ARCHS) == sorted(ARCHITECTURES)  # a new architecture joins this suite
 
 
@@ -53,8 +54,9 @@ def new_arch_dir(request, arch_dirs):
     return request.param, arch_dirs[request.param]
 
 
-def test_sft_fits_a_tiny_mapping_and_never_masks_the_prompt(arch_dir, tmp_path):
-    arch, folder = arch_dir
+def test_sft_fits_a_tiny_mapping_and_never_masks_the_prompt(new_arch_dir, tmp_path):
+    """As ``test_sft.test_sft_fits_a_tiny_mapping_and_prompt_is_never_masked`` (LLaDA's case), 40 steps."""
+    arch, folder = new_arch_dir
     rows = [{"prompt": f"{c}=", "completion": c * 2, "answer": c * 2} for c in "abcd"] * 8
     config = MaskedSFTConfig(output_dir=str(tmp_path / "sft"), per_device_train_batch_size=16, learning_rate=3e-3,
                              max_steps=40, logging_steps=10, max_completion_length=4, block_length=4,
@@ -137,8 +139,9 @@ def test_the_ray_engine_with_one_worker_equals_the_local_engine(arch_dirs):
         ray.shutdown()
 
 
-def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(arch_dir, tmp_path):
-    _, folder = arch_dir
+def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(new_arch_dir, tmp_path):
+    """Stopped after 2 steps and resumed: bitwise the uninterrupted run (LLaDA's case: ``test_resume.py``)."""
+    _, folder = new_arch_dir
     full = resume_run(folder, tmp_path / "a", 3)
     resume_run(folder, tmp_path / "b", 2)
     assert resume_run(folder, tmp_path / "b", 3, resume="auto") == full and len(full) == 3
