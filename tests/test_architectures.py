@@ -111,7 +111,8 @@ def test_every_estimator_scores_its_views_and_old_equals_new_before_an_update(ne
 
 
 def test_the_ray_engine_with_one_worker_equals_the_local_engine(arch_dirs):
-    """One local Ray (as tests/test_ray_engine.py's: no dashboard, 2 CPUs, a worker at 0.5) for all three."""
+    """One local Ray (as tests/test_ray_engine.py's: no dashboard, 2 CPUs, a worker at 0.5) for the new
+    architectures (LLaDA's case: tests/test_ray_engine.py)."""
     ray = pytest.importorskip("ray")
     from rollouts import LocalEngine, SamplerConfig
     from rollouts.ray_engine import RayEngine
@@ -120,7 +121,8 @@ def test_the_ray_engine_with_one_worker_equals_the_local_engine(arch_dirs):
     config = SamplerConfig(gen_length=8, block_length=4, steps=8, temperature=1.0, cache="dual", threshold=0.5)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for arch, folder in arch_dirs.items():
+        for arch in NEW_ARCHS:
+            folder = arch_dirs[arch]
             model, tokenizer = load_model(folder).eval(), load_tokenizer(folder)
             mask_id = resolve_mask_token_id(model, tokenizer)
             engine = RayEngine(str(folder), None, mask_id, num_workers=1, num_cpus_per_worker=0.5)  # from the folder
