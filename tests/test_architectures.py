@@ -1,10 +1,11 @@
 """Every part of unigrpo on each architecture (issue #19): LLaDA, Dream and LLaDA-MoE behind the same interface.
 
 One micro model per architecture (``init_tiny(..., preset="micro", architecture=...)``), written once per module:
-the Ray engine, ``unigrpo eval`` / ``generate``, LoRA with the model's own default targets, saving and loading
-through the Auto classes and the memory plan run on all three; SFT, a short UniGRPO run (plain and fast
-rollouts), every likelihood estimator and resume run on Dream and LLaDA-MoE (``NEW_ARCHS``), since the same tests
-on the LLaDA micro model are in test_sft.py, test_trainer.py, the estimators' tests and test_resume.py.
+``unigrpo eval`` / ``generate``, LoRA with the model's own default targets, saving and loading through the Auto
+classes and the memory plan run on all three; SFT, a short UniGRPO run (plain and fast rollouts), every likelihood
+estimator, the Ray engine, data parallel (2 processes) and resume run on Dream and LLaDA-MoE (``NEW_ARCHS``), since
+the same tests on the LLaDA micro model are in test_sft.py, test_trainer.py, the estimators' tests,
+test_ray_engine.py, test_data_parallel.py and test_resume.py.
 """
 
 import os
@@ -147,6 +148,24 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(new_arch_dir, tmp_pa
     full = resume_run(folder, tmp_path / "a", 3)
     resume_run(folder, tmp_path / "b", 2)
     assert resume_run(folder, tmp_path / "b", 3, resume="auto") == full and len(full) == 3
+
+
+def test_two_processes_train_as_one_process_with_accumulation(new_arch_dir, tmp_path):
+    """Data parallel (LLaDA's case: test_data_parallel.py): ``accelerate launch --num_processes 2 -m unigrpo.cli
+    train`` on the micro model logs the losses, gradient norms and rewards of 1 process with accumulation 2."""
+    from test_data_parallel import accelerate_launch, assert_same_steps, train_log
+
+    arch, folder = new_arch_dir
+    common = ["-m", "unigrpo.cli", "train", "--config", "recipes/tiny-arith.yaml", "--model_name_or_path",
+              str(folder), "--reward_funcs", "tests.dense_rewards:answer_length",  # varies on random weights
+              "--max_steps", "2", "--per_device_train_batch_size", "16", "--train_limit", "128",
+              "--eval_strategy", "no", "--load_best_model_at_end", "false", "--save_strategy", "no",
+              "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true"]
+    accelerate_launch(2, common + ["--output_dir", str(tmp_path / "two")])
+    accelerate_launch(1, common + ["--output_dir", str(tmp_path / "one"), "--gradient_accumulation_steps", "2"])
+    two, one = train_log(tmp_path / "two"), train_log(tmp_path / "one")
+    assert len(two) == 2 and all(e["grad_norm"] > 0 for e in two), arch
+    assert_same_steps(two, one, keys=("loss", "grad_norm", "reward"))
 
 
 def test_eval_and_generate_take_the_folder(arch_dir, tmp_path, capsys):

@@ -34,8 +34,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from .block_cache import BlockKVCache
+from .lm_head import EmbedTokensLMHeadMixin
 from .configuration_dream import DreamConfig
-from .modeling_llada import RMSNorm, reject_unused_arguments
+from .modeling_llada import RMSNorm, masked_lm_output, reject_unused_arguments
 from .remote_code import copy_remote_code
 
 # Attention and MLP projections of every decoder layer, excluding the LM head.
@@ -223,7 +224,7 @@ def align_to_masked_lm(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
 
 
-class DreamModel(DreamPreTrainedModel):
+class DreamModel(EmbedTokensLMHeadMixin, DreamPreTrainedModel):
     """Masked-diffusion LM: ``model(input_ids, attention_mask=None).logits`` (B, T, V), *aligned*: ``logits[:, i]``
     is the distribution of the token at position i (the published class returns the unaligned next-token
     outputs; see the module docstring).
@@ -245,22 +246,6 @@ class DreamModel(DreamPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    @property
-    def mask_token_id(self) -> int:
-        return self.config.mask_token_id
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
-
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -272,8 +257,4 @@ class DreamModel(DreamPreTrainedModel):
     ) -> MaskedLMOutput:
         reject_unused_arguments(type(self).__name__, unused)
         hidden = self.model(input_ids, attention_mask=attention_mask, kv_cache=kv_cache, span_start=span_start)
-        logits = align_to_masked_lm(self.lm_head(hidden))  # (B, W, V)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return masked_lm_output(align_to_masked_lm(self.lm_head(hidden)), labels)  # logits (B, W, V)

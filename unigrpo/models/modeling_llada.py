@@ -199,6 +199,15 @@ def reject_unused_arguments(model_name: str, unused: dict) -> None:
                     f"{hint}; it accepts {', '.join(FORWARD_ARGUMENTS)}")
 
 
+def masked_lm_output(logits: torch.Tensor, labels: torch.Tensor | None) -> MaskedLMOutput:
+    """The forward's output: logits (B, T, V) and, given labels (B, T), the plain mean cross-entropy (fp32) over the
+    positions whose label is not -100 (every architecture's ``labels`` loss)."""
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+    return MaskedLMOutput(loss=loss, logits=logits)
+
+
 class LLaDAModelLM(LLaDAPreTrainedModel):
     """Masked-diffusion LM: ``model(input_ids, attention_mask=None).logits`` of shape (B, T, V).
 
@@ -240,10 +249,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     ) -> MaskedLMOutput:
         reject_unused_arguments(type(self).__name__, unused)
         logits = self.model(input_ids, attention_mask=attention_mask, kv_cache=kv_cache, span_start=span_start)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return masked_lm_output(logits, labels)
 
 
 class MMadaModelLM(LLaDAModelLM):

@@ -43,8 +43,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
 from .block_cache import BlockKVCache
+from .lm_head import EmbedTokensLMHeadMixin
 from .configuration_llada_moe import LLaDAMoEConfig
-from .modeling_llada import RMSNorm, reject_unused_arguments, rotary_cos_sin
+from .modeling_llada import RMSNorm, masked_lm_output, reject_unused_arguments, rotary_cos_sin
 from .remote_code import copy_remote_code
 
 LORA_TARGET_MODULES = (r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
@@ -243,7 +244,7 @@ class LLaDAMoEModel(LLaDAMoEPreTrainedModel):
         return self.norm(x)
 
 
-class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
+class LLaDAMoEModelLM(EmbedTokensLMHeadMixin, LLaDAMoEPreTrainedModel):
     """Masked-diffusion LM: ``model(input_ids, attention_mask=None).logits`` (B, T, V), logits[:, i] = token i.
 
     ``kv_cache`` / ``span_start`` are the sampler's block KV cache; ``labels`` (B, T) gives the mean cross-entropy
@@ -260,29 +261,9 @@ class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    @property
-    def mask_token_id(self) -> int:
-        return self.config.mask_token_id
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
-
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.LongTensor | None = None, kv_cache: BlockKVCache | None = None,
                 span_start: int | None = None, **unused) -> MaskedLMOutput:
         reject_unused_arguments(type(self).__name__, unused)
         hidden = self.model(input_ids, attention_mask=attention_mask, kv_cache=kv_cache, span_start=span_start)
-        logits = self.lm_head(hidden)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits)
+        return masked_lm_output(self.lm_head(hidden), labels)
