@@ -36,7 +36,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from .block_cache import BlockKVCache
 from .lm_head import EmbedTokensLMHeadMixin
 from .configuration_dream import DreamConfig
-from .modeling_llada import RMSNorm, masked_lm_output, reject_unused_arguments
+from .modeling_llada import RMSNorm, cached_attention, masked_lm_output, reject_unused_arguments
 from .remote_code import copy_remote_code
 
 # Attention and MLP projections of every decoder layer, excluding the LM head.
@@ -91,14 +91,8 @@ class DreamAttention(nn.Module):
         k = self.k_proj(x).view(B, W, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, W, hd)
         v = self.v_proj(x).view(B, W, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_index, k, v, span_start)  # (B, nkv, T, hd)
-        if self.n_kv_heads != self.n_heads:
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, W, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(B, W, self.n_heads * self.head_dim))
+        dropout = self.dropout if self.training else 0.0
+        return self.o_proj(cached_attention(q, k, v, self.layer_index, kv_cache, span_start, attn_mask, dropout))
 
 
 class DreamMLP(nn.Module):

@@ -62,6 +62,21 @@ def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (t32 * cos + rotated * sin).to(t.dtype)
 
 
+def cached_attention(q, k, v, layer_index: int, kv_cache, span_start, attn_mask=None, dropout_p: float = 0.0):
+    """Bidirectional SDPA of every architecture: q (B, nh, T, hd), k/v (B, nkv, T, hd) after RoPE → (B, T, nh·hd).
+
+    With a block cache, k/v are stored (full forward) or spliced into the stored ones (span forward) before the
+    grouped-query repeat, so the cache holds n_kv_heads (``block_cache.py``)."""
+    B, n_heads, T, head_dim = q.shape
+    if kv_cache is not None:
+        k, v = kv_cache.update(layer_index, k, v, span_start)  # (B, nkv, T_keys, hd)
+    if k.shape[1] != n_heads:
+        repeat = n_heads // k.shape[1]
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False, dropout_p=dropout_p)
+    return y.transpose(1, 2).reshape(B, T, n_heads * head_dim)
+
+
 class LLaDABlock(GradientCheckpointingLayer):
     """Pre-norm Llama block: h = x + attn_out(attn(attn_norm(x))); out = h + ff_out(silu(ff_proj(n)) · up_proj(n))."""
 
@@ -89,13 +104,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_index, k, v, span_start)  # (B, nkv, T_keys, hd)
-        if self.n_kv_heads != self.n_heads:
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)  # (B, nh, T, hd)
-        return self.attn_out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.attn_out(cached_attention(q, k, v, self.layer_index, kv_cache, span_start, attn_mask))
 
     def forward(self, x, cos, sin, attn_mask=None, kv_cache=None, span_start=None):
         h = x + self.attention(self.attn_norm(x), cos, sin, attn_mask, kv_cache, span_start)

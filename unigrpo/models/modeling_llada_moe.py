@@ -45,7 +45,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from .block_cache import BlockKVCache
 from .lm_head import EmbedTokensLMHeadMixin
 from .configuration_llada_moe import LLaDAMoEConfig
-from .modeling_llada import RMSNorm, masked_lm_output, reject_unused_arguments, rotary_cos_sin
+from .modeling_llada import RMSNorm, cached_attention, masked_lm_output, reject_unused_arguments, rotary_cos_sin
 from .remote_code import copy_remote_code
 
 LORA_TARGET_MODULES = (r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
@@ -141,16 +141,9 @@ class LLaDAMoEAttention(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask=None, kv_cache: BlockKVCache | None = None, span_start=None):
         """x (B, T, d) → (B, T, d); the cache stores keys after RoPE, before the grouped-query repeat (as LLaDA's)."""
-        B, T, _ = x.shape
         q, k, v = self.project(x)
         q, k = apply_partial_rotary(q, cos, sin), apply_partial_rotary(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_index, k, v, span_start)  # (B, nkv, T_keys, hd)
-        if self.n_kv_heads != self.n_heads:
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)  # (B, nh, T, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.o_proj(cached_attention(q, k, v, self.layer_index, kv_cache, span_start, attn_mask))
 
 
 class LLaDAMoEDecoderLayer(GradientCheckpointingLayer):
