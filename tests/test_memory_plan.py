@@ -88,6 +88,31 @@ def test_lora_activations_match_saved_tensors(tiny):
     assert dropout.details["saved_full"] > plan.details["saved_full"]  # each adapter's own dropped-out input
 
 
+@pytest.mark.parametrize("estimator, options, rows_per_answer", [
+    ("unigrpo", {}, 1), ("d1", {}, 1), ("coupled", {}, 2), ("spg", {"spg_num_masks": 3}, 3),
+    ("trajectory", {"trajectory_shrink": 8, "diffusion_steps": 32}, 4),  # ⌈min(64, 32) / 8⌉ chunks
+    ("trajectory", {"trajectory_shrink": 8, "diffusion_steps": 32, "confidence_threshold": 0.9}, 8),  # ⌈64 / 8⌉
+])
+def test_rows_follow_the_estimator(tiny, estimator, options, rows_per_answer):
+    """The policy forward holds each answer's rows: coupled's pair, SPG's K masks, trajectory's chunks (at most one
+    per distinct commit step, which threshold decoding may make one per token)."""
+    plan = plan_memory(tiny, {**RECIPE, "likelihood_estimator": estimator, **options})
+    rows = RECIPE["per_device_train_batch_size"] * rows_per_answer
+    assert f"micro-batch {rows} × " in plan.summary
+    assert plan.details["saved_full"] == plan_memory(tiny, {**RECIPE, "per_device_train_batch_size": rows}).details[
+        "saved_full"]
+
+
+def test_ratio_free_algorithms_plan_no_old_pass():
+    """wd1 and SPG form no importance ratio, so μ = 2 costs no θ_old pass: the same rollout phase as μ = 1."""
+    shape = KNOWN_SHAPES["GSAI-ML/LLaDA-8B-Instruct"]  # a real vocabulary: a log-prob pass outweighs the sampler
+    recipe = {**RECIPE, "block_length": 8, "kv_cache": "none"}  # with small blocks and no cache
+    one_pass = plan_memory(shape, {**recipe, "num_iterations": 1}).bytes["rollout"]
+    assert plan_memory(shape, {**recipe, "likelihood_estimator": "wd1"}).bytes["rollout"] == one_pass
+    assert plan_memory(shape, {**recipe, "likelihood_estimator": "spg", "spg_num_masks": 1}).bytes["rollout"] == one_pass
+    assert plan_memory(shape, recipe).bytes["rollout"] > one_pass  # UniGRPO's θ_old pass
+
+
 def test_strategies_divide_state_by_ranks():
     shape = KNOWN_SHAPES["GSAI-ML/LLaDA-8B-Instruct"]
     bf16 = {**RECIPE, "bf16": True}

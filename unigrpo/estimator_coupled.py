@@ -18,6 +18,10 @@ class CoupledEstimator:
     name = "coupled"
     options: tuple[str, ...] = ()
 
+    def max_rows_per_answer(self, answer_length: int, diffusion_steps: int | None) -> int:
+        """Two rows per answer: the complementary pair."""
+        return 2
+
     def noise(self, prompt_ids, prompt_mask, completion_ids, eligible, ratio, mask_token_id, generator=None,
               suffix_ids=None) -> NoisedView:
         """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible (N, L), ratio (N,) → view."""

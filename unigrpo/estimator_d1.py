@@ -17,6 +17,10 @@ class D1Estimator:
     name = "d1"
     options = ("p_mask_prompt",)
 
+    def max_rows_per_answer(self, answer_length: int, diffusion_steps: int | None) -> int:
+        """One row per answer (the whole answer masked)."""
+        return 1
+
     def __init__(self, p_mask_prompt: float = 0.15):
         if not 0.0 <= p_mask_prompt < 1.0:
             raise ValueError(f"p_mask_prompt={p_mask_prompt} must lie in [0, 1)")

@@ -108,6 +108,10 @@ class SPGEstimator:
         self.block_length, self.num_masks = block_length, spg_num_masks
         self.beta, self.mix_weight, self.negative_bound = spg_eubo_beta, spg_mix_weight, spg_negative_bound
 
+    def max_rows_per_answer(self, answer_length: int, diffusion_steps: int | None) -> int:
+        """K rows per answer, one per block-wise mask."""
+        return self.num_masks
+
     def noise(self, prompt_ids, prompt_mask, completion_ids, eligible, ratio, mask_token_id, generator=None,
               suffix_ids=None) -> NoisedView:
         """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible (N, L); ratio ignored (each

@@ -66,6 +66,12 @@ class TrajectoryEstimator:
                              f"scored chunk; TraceRL uses 8 for LLaDA and Dream)")
         self.shrink = trajectory_shrink
 
+    def max_rows_per_answer(self, answer_length: int, diffusion_steps: int | None) -> int:
+        """⌈distinct commit steps / s⌉ rows per answer, at most: an answer has at most min(L, steps) distinct steps
+        (L when ``diffusion_steps`` is None: threshold decoding may take a step per token)."""
+        steps = answer_length if diffusion_steps is None else min(answer_length, diffusion_steps)
+        return -(-steps // self.shrink)
+
     def noise(self, prompt_ids, prompt_mask, completion_ids, eligible, ratio, mask_token_id, generator=None,
               suffix_ids=None, commit_step=None) -> NoisedView:
         """prompt_ids (N, P), prompt_mask (N, P) or None, completion_ids / eligible / commit_step (N, L); ratio and

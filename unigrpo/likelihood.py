@@ -116,6 +116,10 @@ class UniGRPOEstimator:
     name = "unigrpo"
     options: tuple[str, ...] = ()  # config keys its constructor takes (none)
 
+    def max_rows_per_answer(self, answer_length: int, diffusion_steps: int | None) -> int:
+        """Rows one answer takes in the policy forward, at most (what the memory plan counts): one."""
+        return 1
+
     def noise(
         self,
         prompt_ids: torch.Tensor,

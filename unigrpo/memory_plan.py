@@ -325,7 +325,21 @@ def recipe_values(args) -> dict:
                                                                          "gradient_checkpointing", "fp16")]
     if missing:
         raise ValueError(f"the memory plan needs the recipe keys {missing}")
+    values["estimator_rows"] = get("estimator_rows") or estimator_rows(get, values["likelihood_estimator"],
+                                                                       values["max_completion_length"])
     return values
+
+
+def estimator_rows(get, name: str, answer_length: int) -> dict:
+    """What the recipe's estimator costs: ``rows_per_answer`` (policy-forward rows per completion, at most: 2 for
+    coupled's pair, K for SPG, ⌈steps / s⌉ for trajectory) and ``uses_ratio`` (False: no θ_old pass)."""
+    from .likelihood import estimator_class
+
+    estimator_type = estimator_class(name)
+    options = {key: get(key) for key in estimator_type.options if get(key) is not None}
+    steps = None if get("confidence_threshold") is not None else get("diffusion_steps")
+    rows = estimator_type(**options).max_rows_per_answer(answer_length, steps)
+    return {"rows_per_answer": rows, "uses_ratio": getattr(estimator_type, "uses_ratio", True)}
 
 
 def plan_memory(model_config, args, num_processes: int = 1, strategy: str = "ddp", use_peft: bool = False,
@@ -367,7 +381,7 @@ def plan_inputs(model_config, recipe: dict, num_processes, strategy, use_peft, l
     weight_bytes = DTYPE_BYTES[weights_dtype] if weights_dtype else shape.dtype_bytes or compute
     if gradient_checkpointing is None:
         gradient_checkpointing = bool(recipe["activation_checkpointing"] or recipe["gradient_checkpointing"])
-    rows_per_answer = 2 if recipe["likelihood_estimator"] == "coupled" else 1  # complementary mask pairs
+    rows_per_answer = recipe["estimator_rows"]["rows_per_answer"]  # coupled's pairs, SPG's K masks, trajectory's chunks
     return PlanInputs(
         shape=shape, strategy=strategy, ranks=num_processes, compute_bytes=compute, weight_bytes=weight_bytes,
         use_peft=use_peft, lora_r=lora_r or 16, lora_targets=tuple(lora_targets or shape.lora_names),
@@ -377,7 +391,7 @@ def plan_inputs(model_config, recipe: dict, num_processes, strategy, use_peft, l
         answer_length=recipe["max_completion_length"], block_length=recipe["block_length"],
         kv_cache=recipe["kv_cache"], cfg=bool(recipe["cfg_scale"]),
         eval_rows=recipe["per_device_eval_batch_size"] if recipe["eval_strategy"] != "no" else 0,
-        needs_old_pass=recipe["num_iterations"] > 1,
+        needs_old_pass=recipe["num_iterations"] > 1 and recipe["estimator_rows"]["uses_ratio"],
         reference_copy=recipe["beta"] > 0 and recipe["kl_reference"] == "initial" and not use_peft,
     )
 
