@@ -168,6 +168,9 @@ class UniGRPOConfig(SamplingArguments, TrainingArguments):
     )
     wd1_psi: float = field(default=1.0, metadata=_help(
         "wd1: ψ, the temperature of its group weights w± = softmax(±ψ·A) (> 0; the published code uses 1)."))
+    vrpo_num_masks: int = field(default=2, metadata=_help(
+        "vrpo: K, noised rows per answer, each at its own mask ratio frac(p + k/K) (K forward rows per answer; "
+        "1 = unigrpo)."))
     spg_num_masks: int = field(default=2, metadata=_help(
         "spg: K, block-wise masks per answer per inner step (K forward rows per answer; SPG's scripts: 2)."))
     spg_eubo_beta: float = field(default=1.5, metadata=_help(

@@ -145,6 +145,7 @@ ESTIMATORS = {
     "wd1": "unigrpo.estimator_wd1:WD1Estimator",  # d1's view, ratio-free weighted likelihood (own objective)
     "spg": "unigrpo.estimator_spg:SPGEstimator",  # block-wise masks, ELBO / EUBO by advantage sign (own objective)
     "trajectory": "unigrpo.estimator_trajectory:TrajectoryEstimator",  # TraceRL: views along the commit order
+    "vrpo": "unigrpo.estimator_vrpo:VRPOEstimator",  # K rows per answer at stratified ratios (LLaDA 1.5's VRPO)
 }
 """name → "module:class" (imported on use; each estimator is one small module with the same ``noise`` method)."""
 
