@@ -25,7 +25,16 @@ BUILTIN = {
     # captions with 80 pictures each (train) or one (others): the SFT data of the t2i demo
     "shapes-images": lambda split: make_shapes_dataset(split, per_caption=80 if split == "train" else 1,
                                                        with_images=True),
+    "tiny-countdown": lambda split: _builtin("countdown_tiny", "make_tiny_countdown_dataset", split),
+    "shapes-qa": lambda split: _builtin("shapes_qa", "make_shapes_qa_dataset", split),
 }
+
+
+def _builtin(module: str, function: str, split: str) -> Dataset:
+    """A built-in task whose module is imported only when a recipe names it."""
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __package__), function)(split=split)
 
 
 def local_data_file(path: Path, split: str) -> Path:
