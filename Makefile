@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c .ci/constraints.txt
 EXTRAS ?= dev,image,ray
 
-.PHONY: setup reward-envs demo test sft-demo t2i-demo bench
+.PHONY: setup reward-envs demo test sft-demo t2i-demo countdown-demo mmu-demo bench
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ sft-demo: setup
 
 t2i-demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo train --config recipes/tiny-t2i.yaml
+
+countdown-demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo train --config recipes/tiny-countdown.yaml
+
+mmu-demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/unigrpo train --config recipes/tiny-mmu.yaml
 
 test: setup reward-envs
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q tests

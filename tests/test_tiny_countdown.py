@@ -58,8 +58,9 @@ def test_sft_answers_are_the_format_only(splits):
         assert [int(ch) for ch in expression if ch.isdigit()] == row["numbers"], row  # in the order shown
     scores = countdown(completions=sft["completion"], numbers=sft["numbers"], target=sft["target"])
     assert set(scores) == {0.1, 1.0}
-    chance = sum(len([e for e in expressions(r["numbers"]) if value(e) == r["target"]]) / 9 for r in sft) / len(sft)
-    assert abs(scores.count(1.0) / len(scores) - chance) < 0.02 and 0.08 < chance < 0.16
+    pairs = len(expressions(sft[0]["numbers"]))  # operator pairs: 4 for + and ×
+    chance = sum(len([e for e in expressions(r["numbers"]) if value(e) == r["target"]]) / pairs for r in sft) / len(sft)
+    assert pairs == 4 and abs(scores.count(1.0) / len(scores) - chance) < 0.02 and 0.2 < chance < 0.35
 
 
 def test_the_recipe_checks_and_its_reward_fits_the_data(capsys):
@@ -95,7 +96,7 @@ def test_the_shipped_start_model_answers_in_the_format(splits):
                         and sorted(found[1]) == sorted(row["numbers"])
                         for c, row in zip(result["completions"], test)]
     assert sum(uses_its_numbers) >= 0.8 * len(test), result["completions"]
-    assert result["accuracy"] < 0.3  # format only: the start model is not already good at it
+    assert result["accuracy"] < 0.4  # format only: about chance (27%), far from what the target tells (58–70%)
 
 
 def test_eval_json_prints_the_held_out_accuracy(capsys):

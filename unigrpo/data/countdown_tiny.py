@@ -1,22 +1,25 @@
 """The built-in Countdown task of the CPU demo (``tiny-countdown``): reach a target with three small numbers.
 
 A problem is three numbers from 1–9, shown in some order, and a positive target that ``a ∘ b ∘ c`` reaches with
-the numbers in that order, ``∘`` ∈ {+, −, ×} and the usual precedence (no parentheses). The prompt is short plain
-text like arith's, ``3,5,7:22=``; the answer is ``\\boxed{3*5+7}``: 7 tokens of the character tokenizer (``\\boxed{`` is
+the numbers in that order, ``∘`` ∈ {+, ×} and the usual precedence (no parentheses). The prompt is short plain text
+like arith's, ``3,5,7:22=``; the answer is ``\\boxed{3*5+7}``: 7 tokens of the character tokenizer (``\\boxed{`` is
 one), so rollouts stay as short as the arithmetic demo's. Rows carry ``numbers`` and ``target``, the columns the
-``countdown`` reward scores with (1.0 correct, 0.1 well-formed but wrong, 0 no answer); it accepts any order and
-parentheses, but every problem is solvable in the order shown.
+``countdown`` reward scores with (1.0 correct, 0.1 well-formed but wrong, 0 no answer); it accepts any order,
+operator and parentheses, but every problem is solvable in the order shown with + and ×.
 
 Why in the order shown: the 1.1 M-parameter model learns to copy the numbers in order almost at once, while
 answers that use them in a random order still repeated a number in a fifth of its answers after 2,000 SFT steps;
 with the order given, the answer is the choice of two operators, and a reward on that choice is what RL learns from.
-Every (ordered numbers, reachable target) pair is one problem, each target once, so none is favoured. Two random
-operators reach the target about 12% of the time: rare enough that the start model is weak, frequent enough that
-most groups of 8 sampled answers hold a correct one. Reading the target's size alone (one digit: ``+ −``, three
-digits: ``× ×``) would reach about 32%.
 
-Held-out problems (``test``) use number sets (in any order) that never appear in training — a fifth of the 165 — so
-held-out success measures a strategy, not memorised answers.
+Why + and × only: with − as well (nine operator pairs), two random operators succeed 12% of the time, and UniGRPO
+from the format-only start gained only +2.6 to +11.5 held-out points over three seeds in 1,000 steps (a higher
+learning rate collapsed). With two operators, random operators succeed 27% of the time, so nearly every group of 8
+sampled answers holds a correct one, and there is still room to learn: choosing the operators from the target
+alone would reach 58%, from the target and the last number 70%.
+
+Every (ordered numbers, reachable target) pair is one problem, each target once, so none is favoured. Held-out
+problems (``test``) use number sets (in any order) that never appear in training — a fifth of the 165 — so held-out
+success measures a strategy, not memorised answers.
 
 ``sft`` is the cold start's data, the answer FORMAT only: each training problem twice, answered with its numbers in
 the order shown joined by random operators — well-formed, every number used once, and no more likely to reach the
@@ -34,7 +37,7 @@ from datasets import Dataset
 from rewards.countdown import evaluate_expression
 
 NUMBERS = range(1, 10)  # single digits: one token each
-OPERATORS = ("+", "-", "*")
+OPERATORS = ("+", "*")
 SPLITS = ("train", "test", "sft")
 TEST_FRACTION = 0.2  # of the number sets
 SFT_ANSWERS = 2  # random format answers per training problem
