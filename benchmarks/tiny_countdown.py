@@ -33,12 +33,15 @@ def recipe_value(recipe: Path, key: str) -> str:
     return str(yaml.safe_load(recipe.read_text())[key])
 
 
-def write_report_rows(recipe: Path, path: Path) -> int:
-    """The held-out problems after the recipe's selection set, as a JSON-lines file ``unigrpo eval`` reads."""
+def write_report_rows(recipe: Path, selection: int, path: Path) -> int:
+    """The held-out problems after the first ``selection`` (the checkpoint choice's), as JSON lines for ``eval``."""
     from unigrpo.data import load_prompt_dataset
 
     test = load_prompt_dataset(recipe_value(recipe, "dataset_name"), "test")
-    rows = test.select(range(int(recipe_value(recipe, "eval_limit")), len(test)))
+    if not 0 < selection < len(test):
+        raise SystemExit(f"--eval_limit {selection}: the selection set must leave held-out problems "
+                         f"(the test split has {len(test)})")
+    rows = test.select(range(selection, len(test)))
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return len(rows)
 
@@ -66,16 +69,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(ROOT / "outputs" / "tiny_countdown"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "tiny_countdown.png"))
+    parser.add_argument("--eval_limit", type=int, help="selection problems (default: the recipe's); the rest report")
     args, overrides = parser.parse_known_args()  # anything else: recipe overrides (--max_steps 100)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipe, out = Path(args.recipe), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = out / "report.jsonl"
-    n_report = write_report_rows(recipe, rows)
+    selection = args.eval_limit or int(recipe_value(recipe, "eval_limit"))
+    n_report = write_report_rows(recipe, selection, rows)
     before = report_accuracy(recipe, recipe_value(recipe, "model_name_or_path"), rows)
     runs = []
     for seed in args.seeds:
-        run = {"seed": seed, **train(recipe, seed, out / f"seed{seed}", overrides)}
+        run = {"seed": seed, **train(recipe, seed, out / f"seed{seed}", ["--eval_limit", str(selection), *overrides])}
         run["after"] = report_accuracy(recipe, str(out / f"seed{seed}"), rows)
         print(f"seed {seed}: report success {before:.3f} → {run['after']:.3f}; "
               f"selection {run['curve'][0][1]:.3f} → best {max(a for _, a in run['curve']):.3f} "
@@ -88,7 +93,7 @@ def main() -> None:
                      "UniGRPO on tiny-countdown from the format-SFT model")
     gains = [r["after"] - before for r in runs]
     summary = {"benchmark": "tiny_countdown", "recipe": os.path.relpath(recipe, ROOT), "overrides": overrides,
-               "seeds": args.seeds, "n_report": n_report, "before": round(before, 4),
+               "seeds": args.seeds, "n_selection": selection, "n_report": n_report, "before": round(before, 4),
                "after": [round(r["after"], 4) for r in runs], "gain_mean": round(statistics.fmean(gains), 4),
                "gain_min": round(min(gains), 4), "gain_max": round(max(gains), 4),
                "selection_best": [round(max(a for _, a in r["curve"]), 4) for r in runs],

@@ -33,14 +33,15 @@ UNIGRPO = Path(sys.executable).parent / "unigrpo"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def unseen_accuracy(recipe: Path, model: str) -> float:
-    """Greedy accuracy of ``model`` on the ``unseen`` split (combinations never trained on)."""
-    done = subprocess.run([str(UNIGRPO), "eval", "--config", str(recipe), "--model", model, "--split", "unseen",
-                           "--json"], check=True, cwd=ROOT, env=ENV, capture_output=True, text=True)
+def unseen_accuracy(recipe: Path, model: str, limit: int | None = None) -> float:
+    """Greedy accuracy of ``model`` on the ``unseen`` split (combinations never trained on; the first ``limit``)."""
+    command = [str(UNIGRPO), "eval", "--config", str(recipe), "--model", model, "--split", "unseen", "--json"]
+    done = subprocess.run([*command, *(["--limit", str(limit)] if limit else [])], check=True, cwd=ROOT, env=ENV,
+                          capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["accuracy"]
 
 
-def run_seed(recipe: Path, seed: int, output_dir: Path, extra: list[str]) -> dict:
+def run_seed(recipe: Path, seed: int, output_dir: Path, extra: list[str], unseen_limit: int | None = None) -> dict:
     """One training run in a subprocess → {seed, before, after, best, steps, wall_s, curve}."""
     command = [str(UNIGRPO), "train", "--config", str(recipe), "--seed", str(seed), "--output_dir", str(output_dir),
                "--disable_tqdm", "true", *extra]
@@ -53,7 +54,7 @@ def run_seed(recipe: Path, seed: int, output_dir: Path, extra: list[str]) -> dic
         raise RuntimeError(f"{output_dir}: no eval_accuracy in trainer_state.json (the recipe evaluates on start)")
     run = {"seed": seed, "before": curve[0][1], "after": curve[-1][1], "best": max(a for _, a in curve),
            "steps": curve[-1][0], "wall_s": round(wall, 1), "curve": curve,
-           "unseen": unseen_accuracy(recipe, str(output_dir))}
+           "unseen": unseen_accuracy(recipe, str(output_dir), unseen_limit)}
     print(f"seed {seed}: held-out accuracy {run['before']:.3f} → {run['after']:.3f} (best {run['best']:.3f}; "
           f"unseen combinations {run['unseen']:.3f}), {run['steps']} steps, {wall:.0f} s", flush=True)
     return run
@@ -76,14 +77,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(ROOT / "outputs" / "tiny_mmu"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "tiny_mmu.png"))
+    parser.add_argument("--unseen_limit", type=int, help="score only the first N unseen questions (default: all 180)")
     args, extra = parser.parse_known_args()
     recipe = Path(args.recipe)
     import yaml
 
     start_model = str(yaml.safe_load(recipe.read_text())["model_name_or_path"])
-    unseen_before = unseen_accuracy(recipe, start_model)
+    unseen_before = unseen_accuracy(recipe, start_model, args.unseen_limit)
     print(f"start model {start_model}: unseen combinations {unseen_before:.3f}", flush=True)
-    runs = [run_seed(recipe, seed, Path(args.out) / f"seed{seed}", extra) for seed in args.seeds]
+    runs = [run_seed(recipe, seed, Path(args.out) / f"seed{seed}", extra, args.unseen_limit) for seed in args.seeds]
     from unigrpo.plotting import plot_seed_curves
 
     plot_seed_curves(runs, Path(args.plot), "held-out greedy accuracy",

@@ -132,3 +132,19 @@ def test_training_runs_with_each_estimator(micro_model_dir, tmp_path, name):
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     rows_per_answer = 2 if name == "coupled" else 1
     assert trainer.forward_counts["policy"] == 4 * 16 * rows_per_answer  # 4 inner steps × 16 answers × rows
+
+
+SHORT_RUN_OPTIONS = {"trajectory": {"trajectory_shrink": 2}}
+"""name → options for the short run (trajectory's default shrink gives one view per answer on 4-token answers)."""
+
+
+@pytest.mark.parametrize("name", [name for name in ESTIMATORS if name != "unigrpo"])  # unigrpo: test_trainer.py
+def test_short_run_with_each_algorithm_raises_a_trivially_learnable_reward(micro_model_dir, tmp_path, name):
+    from test_trainer import make_trainer
+
+    trainer = make_trainer(micro_model_dir, tmp_path, likelihood_estimator=name, max_steps=40, learning_rate=1e-2,
+                           num_iterations=1, **SHORT_RUN_OPTIONS.get(name, {}))
+    trainer.train()
+    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    assert len(rewards) == 40
+    assert sum(rewards[-8:]) / 8 > sum(rewards[:8]) / 8 + 0.15, rewards

@@ -116,3 +116,27 @@ def test_a_short_rl_run_of_the_recipe_trains(tmp_path):
     assert [e["step"] for e in history if "eval_accuracy" in e] == [0, 2]
     rewards = [e["reward"] for e in history if "reward" in e]  # one sample, μ = 2 updates on it
     assert rewards and all(0.0 <= r <= 1.0 for r in rewards)
+
+
+def test_the_benchmark_reports_before_and_after_on_problems_the_checkpoint_choice_never_saw(tmp_path):
+    """benchmarks/tiny_countdown.py at test size: 2 steps, a 16-problem selection set, the other 530 report."""
+    import subprocess
+    import sys
+
+    plot = tmp_path / "countdown.png"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tiny_countdown.py"), "--seeds", "0",
+                           "--eval_limit", "16", "--out", str(tmp_path / "runs"), "--plot", str(plot),
+                           "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "16",
+                           "--train_limit", "64", "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    test = load_prompt_dataset("tiny-countdown", "test")
+    assert result["benchmark"] == "tiny_countdown" and result["steps"] == [2]
+    assert (result["n_selection"], result["n_report"]) == (16, len(test) - 16)
+    report = [json.loads(line) for line in (tmp_path / "runs" / "report.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in report] == test["prompt"][16:]  # exactly the problems selection never used
+    assert 0.1 < result["before"] < 0.5  # the format-only start succeeds about as often as chance (27%)
+    assert 0.0 <= result["after"][0] <= 1.0
+    assert result["gain_mean"] == round(result["after"][0] - result["before"], 4)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

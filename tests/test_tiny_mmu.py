@@ -128,3 +128,25 @@ def test_a_very_short_rl_run_trains_and_evaluates(tmp_path, capsys):
     assert [e["step"] for e in history if "eval_accuracy" in e] == [0, 2]
     assert all(e["rewards/boxed_format/mean"] > 0 for e in history if "reward" in e)
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_the_benchmark_reports_held_out_and_unseen_accuracy_per_seed(tmp_path):
+    """benchmarks/tiny_mmu.py at test size: 2 steps, 6 held-out questions, the first 6 unseen ones."""
+    import subprocess
+    import sys
+
+    plot = tmp_path / "mmu.png"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tiny_mmu.py"), "--seeds", "0",
+                           "--unseen_limit", "6", "--out", str(tmp_path / "runs"), "--plot", str(plot),
+                           "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--num_generations", "4",
+                           "--per_device_train_batch_size", "8", "--train_limit", "4", "--eval_limit", "6",
+                           "--logging_steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    seed = result["seeds"]["0"]
+    assert result["benchmark"] == "tiny_mmu" and seed["steps"] == 2
+    accuracies = (seed["before"], seed["after"], seed["best"], seed["unseen"], result["unseen_before"])
+    assert all(0 <= v <= 1 and abs(v * 6 - round(v * 6)) < 1e-3 for v in accuracies)  # each scored on 6 questions
+    assert seed["best"] == max(seed["before"], seed["after"])  # two evaluations: on start and at step 2
+    assert result["gain_mean"] == round(seed["after"] - seed["before"], 4)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,8 @@ shape × background combinations), each split drawing its pictures (the jitter) 
     test     the same 45 combinations, 2 *new* pictures per question       270 rows   held-out pictures
     unseen   the 15 combinations neither SFT nor RL saw, 4 per question    180 rows   held-out combinations
 
-Held-out accuracy (``test``) is read on pictures RL never saw (none is pixel for pixel an ``rl`` picture). ``unseen`` asks more, combinations never trained on,
-and at this size it mostly measures the tiny VQ rather than the learner: a picture is 16 codes of 8×8 pixels, and a
+Held-out accuracy (``test``) is read on pictures RL never saw (none is pixel for pixel an ``rl`` picture).
+``unseen`` asks more, combinations never trained on, and at this size it mostly measures the tiny VQ rather than the learner: a picture is 16 codes of 8×8 pixels, and a
 patch mixing the shape's colour with a background it was never seen against gets a code learned from other pairs.
 Even supervised training on the ``rl`` rows' true answers reached only about 52% there, so RL's gain on ``unseen``
 is reported beside the held-out one, not as the demo's target.
@@ -38,6 +38,7 @@ completion, and ``math_correctness`` would read a word as a product of symbols (
 
 from __future__ import annotations
 
+import functools
 import random
 
 from rewards.extract import last_boxed
@@ -96,9 +97,10 @@ def make_shapes_qa_dataset(split: str = "test", pictures: int | None = None, see
     return Dataset.from_list(rows[:limit] if limit is not None else rows)
 
 
-def rl_pictures(size: int) -> set[bytes]:
-    """The pixels of every picture of the ``rl`` split (default pictures and seed)."""
-    return {image.tobytes() for image in make_shapes_qa_dataset("rl", size=size)["image"]}
+@functools.lru_cache(maxsize=4)
+def rl_pictures(size: int) -> frozenset[bytes]:
+    """The pixels of every picture of the ``rl`` split (default pictures and seed), rendered once per process."""
+    return frozenset(image.tobytes() for image in make_shapes_qa_dataset("rl", size=size)["image"])
 
 
 def boxed_word(prompts=None, completions=(), answer=(), **kwargs) -> list[float | None]:
