@@ -75,7 +75,7 @@ def main() -> None:
     recipe, out = Path(args.recipe), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = out / "report.jsonl"
-    selection = args.eval_limit or int(recipe_value(recipe, "eval_limit"))
+    selection = int(recipe_value(recipe, "eval_limit")) if args.eval_limit is None else args.eval_limit
     n_report = write_report_rows(recipe, selection, rows)
     before = report_accuracy(recipe, recipe_value(recipe, "model_name_or_path"), rows)
     runs = []
