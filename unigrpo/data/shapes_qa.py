@@ -18,8 +18,8 @@ shape × background combinations), each split drawing its pictures (the jitter) 
 Held-out accuracy (``test``) is read on pictures RL never saw (none is pixel for pixel an ``rl`` picture).
 ``unseen`` asks more, combinations never trained on, and at this size it mostly measures the tiny VQ rather than the
 learner: a picture is 16 codes of 8×8 pixels, and a patch mixing the shape's colour with a background it was never
-seen against gets a code learned from other pairs. Even supervised training on the ``rl`` rows' true answers reached only about 52% there, so RL's gain on ``unseen``
-is reported beside the held-out one, not as the demo's target.
+seen against gets a code learned from other pairs. Even supervised training on the ``rl`` rows' true answers reached
+only about 52% there, so RL's gain on ``unseen`` is reported beside the held-out one, not as the demo's target.
 
 Rows: ``task`` (``mmu``), ``image`` (the PIL picture), ``prompt`` (the question), ``answer`` (the picture's word),
 ``question`` (``colour`` / ``shape`` / ``background``), the picture's ``colour``, ``shape``, ``background`` and the
